@@ -1,0 +1,35 @@
+"""One base exception for the toolkit and a few subclasses.
+
+A message says what failed, what was expected versus what came, and what to do. The CLIs turn any
+of these into one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+
+class ClimaxDeployError(Exception):
+    """Base class of every error this toolkit raises on purpose."""
+
+
+class BadInputError(ClimaxDeployError, ValueError):
+    """Input arrays, options or files that do not fit what the model expects."""
+
+
+class ModelFileError(ClimaxDeployError):
+    """A model artifact that is missing, truncated, tampered with or not from this toolkit."""
+
+
+class ExportError(ClimaxDeployError):
+    """Export to ONNX failed or produced a graph that breaks the toolkit's contract."""
+
+
+class EngineBuildError(ClimaxDeployError):
+    """TensorRT could not build or load an engine."""
+
+
+class MissingBackendError(ClimaxDeployError, ImportError):
+    """An optional dependency (torch, onnxruntime, TensorRT, ...) is not installed."""
+
+
+class ParityError(ClimaxDeployError):
+    """A backend's output does not match the PyTorch reference within tolerance."""
