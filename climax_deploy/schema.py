@@ -26,3 +26,13 @@ OUTPUT_NAME = "y"
 CUSTOM_DOMAIN = "climax"
 CUSTOM_OP = "ElevationAttention"
 CUSTOM_OP_VERSION = 1
+
+# The author's data loader standardises every variable as (x - mean) / (std + 1e-8) with these fixed
+# (mean, std) pairs, in physical units (shared/NOTES.md). Model inputs and outputs are standardised.
+STANDARDISATION: dict[str, tuple[float, float]] = {
+    "u": (0.0, 10.0), "v": (0.0, 10.0), "temp": (273.15, 30.0), "rh": (50.0, 30.0),
+    "psfc": (101325.0, 1000.0), "pm10": (50.0, 25.0), "so2": (5.0, 5.0), "no2": (20.0, 15.0),
+    "co": (200.0, 100.0), "o3": (40.0, 20.0), "pm25": (25.0, 15.0), "lat2d": (32.0, 12.0),
+    "lon2d": (106.0, 16.0), "elevation": (1039.13, 1931.40), "population": (13381.20, 67986.97),
+}  # fmt: skip
+STANDARDISATION_EPS = 1e-8

@@ -73,7 +73,8 @@ def trace_to_onnx(model: ClimaX, options: ExportOptions) -> onnx.ModelProto:
     # The exporter is chatty (warnings, print statements); keep it out of the user's terminal.
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
-        logging.getLogger("torch").setLevel(logging.ERROR)
+        for noisy in ("torch", "onnxscript", "onnx_ir"):
+            logging.getLogger(noisy).setLevel(logging.ERROR)
         try:
             program = torch.onnx.export(
                 _ExportWrapper(model).eval(),

@@ -36,6 +36,11 @@ class ClimaX(nn.Module):
         self.var_agg = VariableAggregation(D, c.num_heads)
         self.pos_embed = nn.Parameter(sincos_2d(D, *c.grid).unsqueeze(0))  # [1, L, D]
         self.lead_time_embed = nn.Linear(1, D)
+        # Lead times arrive in hours (up to ~100): torch's default init (weights ~ U(-1, 1) for one input)
+        # would make the lead-time vector dwarf every field, so random-weight models would barely react
+        # to terrain. A small init keeps the terrain signal measurable in parity checks.
+        nn.init.normal_(self.lead_time_embed.weight, std=0.01)
+        nn.init.zeros_(self.lead_time_embed.bias)
         self.blocks = nn.ModuleList(
             [PhysicsGuidedBlock(D, c.num_heads, c.mlp_ratio, c.beta_init)]
             + [Block(D, c.num_heads, c.mlp_ratio) for _ in range(c.depth - 1)]

@@ -1,0 +1,68 @@
+"""`export-onnx`: trace the reference model to ONNX with the elevation attention as a custom op."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from climax_deploy.cli import EXIT_OK, ArgParser, parse_batch, run_cli
+
+DEFAULT_OUTPUT = "build/climax_full.onnx"
+
+
+def build_parser() -> ArgParser:
+    p = ArgParser(
+        prog="export-onnx",
+        description=(
+            "Export the patch-level physics-guided ClimaX to ONNX. The physics attention becomes one "
+            "climax::ElevationAttention node whose model-local function uses standard ops, so ONNX "
+            "Runtime runs the file as is and TensorRT can swap the node for a plugin. Writes MODEL.onnx "
+            "and MODEL.onnx.manifest.json atomically."
+        ),
+    )
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--preset", default=None, help="architecture preset: full (default, 8192 patches) or small")
+    src.add_argument("--config", type=Path, help="architecture config file (.json or .yaml), e.g. depth 6")
+    p.add_argument("--checkpoint", type=Path, help="author's Lightning .ckpt or a plain state dict; default: random")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random weights when no checkpoint (default 0)")
+    p.add_argument("-o", "--output", type=Path, default=Path(DEFAULT_OUTPUT), help=f"default {DEFAULT_OUTPUT}")
+    p.add_argument("--opset", type=int, default=None, help="ONNX opset of the default domain (default 18)")
+    p.add_argument("--batch", type=parse_batch, default=None, metavar="dynamic|N",
+                   help="batch dimension: 'dynamic' (default) or a fixed size")  # fmt: skip
+    p.add_argument("--precision", choices=["fp32"], default="fp32", help="numeric precision of the graph")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    # Heavy imports after argument parsing, so --help and usage errors are instant.
+    from climax_deploy.export.onnx_export import DEFAULT_OPSET, ExportOptions, export_onnx
+    from climax_deploy.model import build_model
+    from climax_deploy.progress import Progress
+
+    from climax_deploy.artifacts import sha256_file
+
+    source = args.config if args.config is not None else (args.preset or "full")
+    progress = Progress("export-onnx", enabled=not args.quiet)
+    with progress.stage("building the PyTorch model"):
+        model = build_model(source, seed=args.seed, checkpoint=args.checkpoint)
+    provenance = {
+        "preset": str(source) if args.config is None else None,
+        "config_file": str(args.config) if args.config is not None else None,
+        "seed": args.seed if args.checkpoint is None else None,
+        "checkpoint": None
+        if args.checkpoint is None
+        else {"path": str(args.checkpoint.resolve()), "sha256": sha256_file(args.checkpoint)},
+    }
+    options = ExportOptions(opset=args.opset or DEFAULT_OPSET, batch=args.batch, precision=args.precision)
+    export_onnx(model, args.output, options, provenance, progress)
+    total = sum(progress.timings.values())
+    print(f"wrote {args.output} and {args.output}.manifest.json ({model.config.num_patches} patches, "
+          f"{total:.1f} s)")  # fmt: skip
+    return EXIT_OK
+
+
+def entry() -> None:
+    sys.exit(run_cli("export-onnx", main))

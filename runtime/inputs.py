@@ -1,0 +1,67 @@
+"""Input checks shared by every backend: a clear error, never a wrong answer. Torch-free."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from climax_deploy.errors import BadInputError
+
+if TYPE_CHECKING:
+    from climax_deploy.runtime.base import ModelSpec
+
+
+def check_inputs(spec: ModelSpec, x: Any, lead_times: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Validate x [B, V, H, W] float32 and lead_times [B] (hours); return contiguous float32 arrays."""
+    if not isinstance(x, np.ndarray):
+        raise BadInputError(f"x must be a numpy.ndarray of shape {_shape(spec)}, got {type(x).__name__}")
+    if x.dtype != np.float32:
+        raise BadInputError(f"x must be float32, got {x.dtype}; convert with x.astype(np.float32)")
+    if x.ndim != 4:
+        raise BadInputError(f"x must have 4 dimensions {_shape(spec)}, got shape {x.shape}")
+    batch, nvars, height, width = x.shape
+    if nvars != len(spec.variables):
+        raise BadInputError(
+            f"x has {nvars} variables on axis 1, expected {len(spec.variables)} in this order: {', '.join(spec.variables)}"
+        )
+    if (height, width) != spec.grid:
+        raise BadInputError(f"x is on a {height} x {width} grid, the model expects {spec.grid[0]} x {spec.grid[1]}")
+    if batch < 1:
+        raise BadInputError("x has an empty batch (axis 0 has size 0)")
+    if spec.batch is not None and batch != spec.batch:
+        raise BadInputError(f"this model was exported for batch {spec.batch}, got batch {batch}")
+    if spec.max_batch is not None and batch > spec.max_batch:
+        raise BadInputError(f"batch {batch} exceeds this engine's maximum batch {spec.max_batch}")
+    lead = _lead_times(lead_times, batch)
+    _check_finite(spec, x)
+    return np.ascontiguousarray(x), lead
+
+
+def _lead_times(lead_times: Any, batch: int) -> np.ndarray:
+    arr = np.asarray(lead_times)
+    if arr.dtype.kind not in "iuf":
+        raise BadInputError(f"lead_times must be numbers of hours, got dtype {arr.dtype}")
+    if arr.ndim == 0:
+        raise BadInputError(f"lead_times must be a 1-D array with one entry per sample ({batch}), got a scalar")
+    if arr.ndim != 1 or arr.shape[0] != batch:
+        raise BadInputError(f"lead_times must have shape ({batch},) to match the batch of x, got {arr.shape}")
+    arr = arr.astype(np.float32)
+    if not np.isfinite(arr).all():
+        raise BadInputError(f"lead_times contain NaN or Inf: {arr.tolist()}")
+    if (arr < 0).any():
+        raise BadInputError(f"lead_times must be >= 0 hours, got {arr.tolist()}")
+    return np.ascontiguousarray(arr)
+
+
+def _check_finite(spec: ModelSpec, x: np.ndarray) -> None:
+    finite = np.isfinite(x)
+    if finite.all():
+        return
+    bad = (~finite).sum(axis=(0, 2, 3))
+    parts = [f"{spec.variables[i]} ({int(n)} values)" for i, n in enumerate(bad) if n]
+    raise BadInputError(f"x contains NaN or Inf in {', '.join(parts)}; fill or mask them before predicting")
+
+
+def _shape(spec: ModelSpec) -> str:
+    return "[" + ", ".join(str(d) for d in spec.input_shape) + "]"
