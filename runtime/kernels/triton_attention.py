@@ -24,15 +24,13 @@ import triton
 import triton.language as tl
 
 from climax_deploy.errors import BadInputError
+from climax_deploy.runtime.kernels.checks import TORCH_DTYPES, check_inputs
 from climax_deploy.runtime.kernels.launch import EXPONENT_CLAMP, LaunchConfig, launch_config
 from climax_deploy.schema import MASK_FLOOR
 
 _LOG2E = tl.constexpr(1.4426950408889634)
 _MASK_FLOOR = tl.constexpr(MASK_FLOOR)
 _EXP_CLAMP = tl.constexpr(EXPONENT_CLAMP)
-
-TORCH_DTYPES: dict[torch.dtype, str] = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32"}
-
 
 def elevation_attention_fwd(  # noqa: PLR0913 - the kernel ABI is flat by nature
     Q, K, V, E, BETA,  # inputs: q/k/v [B, H, N, D], elevation [B, N], beta [] (any float dtype)
@@ -155,30 +153,6 @@ def interpreted_kernel() -> Any:
     return InterpretedFunction(elevation_attention_fwd)
 
 
-def check_inputs(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, elevation: torch.Tensor, beta: torch.Tensor) -> None:
-    """Raise BadInputError unless q/k/v [B, H, N, D] agree, elevation is [B, N] and beta one number."""
-    if q.dim() != 4:
-        raise BadInputError(f"q must be [B, H, N, D], got shape {tuple(q.shape)}")
-    for name, t in (("k", k), ("v", v)):
-        if t.shape != q.shape:
-            raise BadInputError(f"{name} must have q's shape {tuple(q.shape)}, got {tuple(t.shape)}")
-        if t.dtype != q.dtype:
-            raise BadInputError(f"{name} must have q's dtype {q.dtype}, got {t.dtype}")
-    if q.dtype not in TORCH_DTYPES:
-        raise BadInputError(f"q/k/v dtype must be one of {list(TORCH_DTYPES)}, got {q.dtype}")
-    B, _, N, _ = q.shape
-    if tuple(elevation.shape) != (B, N):
-        raise BadInputError(f"elevation must be [B, N] = {(B, N)}, got {tuple(elevation.shape)}")
-    if beta.numel() != 1:
-        raise BadInputError(f"beta must be a single number (0-d tensor), got shape {tuple(beta.shape)}")
-    for name, t in (("elevation", elevation), ("beta", beta)):
-        if not t.is_floating_point():
-            raise BadInputError(f"{name} must be a floating tensor, got {t.dtype}")
-    devices = {t.device for t in (q, k, v, elevation, beta)}
-    if len(devices) != 1:
-        raise BadInputError(f"all inputs must be on one device, got {sorted(map(str, devices))}")
-
-
 def elevation_attention(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -194,6 +168,8 @@ def elevation_attention(
     switched on with TRITON_INTERPRET=1 (for fast CPU inference use torch.ops.climax.elevation_attention).
     """
     check_inputs(q, k, v, elevation, beta)
+    if q.dtype not in TORCH_DTYPES:
+        raise BadInputError(f"the Triton kernel takes q/k/v of {list(TORCH_DTYPES)}, got {q.dtype}")
     on_cpu = q.device.type == "cpu"
     if on_cpu and not interpreting():
         raise BadInputError(
