@@ -63,9 +63,8 @@ def literal_elevation_attention(
 def fused_elevation_attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, elevation: torch.Tensor, beta: torch.Tensor
 ) -> torch.Tensor:
-    """Standard attention with the additive elevation bias (torch SDPA picks the kernel)."""
-    bias = elevation_bias(elevation, beta).unsqueeze(1).to(q.dtype)  # [B, 1, N, N]
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+    """The exact bias form in O(N) memory: torch.ops.climax.elevation_attention (Triton on CUDA)."""
+    return torch.ops.climax.elevation_attention(q, k, v, elevation, beta)  # [B, H, N, Dh]
 
 
 def onnx_elevation_attention(
