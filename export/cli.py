@@ -30,7 +30,10 @@ def build_parser() -> ArgParser:
     p.add_argument("--opset", type=int, default=None, help="ONNX opset of the default domain (default 18)")
     p.add_argument("--batch", type=parse_batch, default=None, metavar="dynamic|N",
                    help="batch dimension: 'dynamic' (default) or a fixed size")  # fmt: skip
-    p.add_argument("--precision", choices=["fp32"], default="fp32", help="numeric precision of the graph")
+    p.add_argument("--precision", choices=["fp32", "fp16"], default="fp32",
+                   help="fp32 (default) or fp16: FP16 compute with FP32 islands for the elevation path, the "
+                        "attention bias and softmax, LayerNorm, reductions and the output head; inputs and "
+                        "outputs stay float32 (what TensorRT 11's strongly typed builds need)")  # fmt: skip
     p.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
     return p
 

@@ -94,8 +94,17 @@ def trace_to_onnx(model: ClimaX, options: ExportOptions) -> onnx.ModelProto:
     return program.model_proto
 
 
-def export_passes() -> list[GraphPass]:
-    return [AttachElevationFunction()]
+PRECISIONS: tuple[str, ...] = ("fp32", "fp16")
+
+
+def export_passes(precision: str = "fp32") -> list[GraphPass]:
+    """Attach the ElevationAttention function; for fp16, cast to FP16 with FP32 islands (export/fp16.py)."""
+    passes: list[GraphPass] = [AttachElevationFunction()]
+    if precision == "fp16":
+        from climax_deploy.export.fp16 import ConvertToFp16
+
+        passes.append(ConvertToFp16())
+    return passes
 
 
 def versions() -> dict[str, str]:
@@ -206,10 +215,13 @@ def export_onnx(
         raise BadInputError(f"output must end in .onnx, got {output.name!r}")
     if options.batch is not None and options.batch < 1:
         raise BadInputError(f"--batch must be 'dynamic' or a positive integer, got {options.batch}")
+    if options.precision not in PRECISIONS:
+        raise BadInputError(f"precision must be one of {', '.join(PRECISIONS)}, got {options.precision!r}")
     with progress.stage(f"tracing {model.config.name} model ({model.config.num_patches} patches)"):
         proto = trace_to_onnx(model, options)
-    with progress.stage("attaching the ElevationAttention function"):
-        proto = run_passes(proto, export_passes()).model
+    with progress.stage("attaching the ElevationAttention function" + (
+        " and casting to fp16 (fp32 islands)" if options.precision == "fp16" else "")):
+        proto = run_passes(proto, export_passes(options.precision)).model
         check_contract(proto)
     manifest = build_manifest(model, options, provenance or {})
     set_metadata(proto, manifest)

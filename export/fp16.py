@@ -1,0 +1,352 @@
+"""FP16 graph with FP32 islands: the precision TensorRT 11 builds (strongly typed networks only).
+
+The heavy compute (MatMul, Gemm, Conv, element-wise ops, GELU) runs in float16. These stay float32,
+because float16 breaks physics or stability there:
+- the elevation path: the elevation channel's 2x2 averaging and the per-sample min-max normalisation
+  (every node feeding ElevationAttention's `elevation` input). A 5,000 m plateau with centimetre
+  relief is ~2.05 +- 5e-6 in the data loader's standardised units; float16's spacing at 2.05 is 2e-3,
+  so in float16 the relief vanishes (the plateau turns "flat") or the range rounds to a tiny
+  non-zero value and the normalisation amplifies rounding noise.
+- the bias and softmax inside ElevationAttention (the function body is rewritten so that the scores
+  are cast up, the bias is added and the softmax taken in float32, and only the probabilities go back
+  to float16 for the value matmul);
+- LayerNormalization, Softmax and reductions.
+Inputs and outputs stay float32 unless `keep_io_types=False`.
+
+The pass is explicit about every cast, so ONNX Runtime, TensorRT's strongly typed mode and any
+other runtime execute the same precisions.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from climax_deploy.errors import ExportError
+from climax_deploy.export.passes import GraphPass, PassResult, elevation_functions, elevation_nodes
+
+FLOAT = TensorProto.FLOAT
+FLOAT16 = TensorProto.FLOAT16
+FP16_MAX = float(np.finfo(np.float16).max)
+
+# Ops that always compute in float32 (numerically sensitive: normalisation, exponentials, reductions).
+FP32_ISLAND_OPS: frozenset[str] = frozenset({
+    "LayerNormalization", "Softmax", "LogSoftmax",
+    "ReduceSum", "ReduceMean", "ReduceMin", "ReduceMax", "ReduceProd",
+    "ReduceL1", "ReduceL2", "ReduceLogSum", "ReduceLogSumExp", "ReduceSumSquare",
+})  # fmt: skip
+# Ops that move data without arithmetic: their float outputs take the dtype of their float inputs.
+FOLLOW_OPS: frozenset[str] = frozenset({
+    "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Slice", "Split", "Gather", "GatherND",
+    "GatherElements", "Concat", "Expand", "Identity", "Flatten", "Tile", "Where", "Pad",
+})  # fmt: skip
+# Ops whose float handling is explicit already; the pass leaves their inputs alone.
+EXPLICIT_OPS: frozenset[str] = frozenset({"Cast", "CastLike", "Shape", "Size", "Constant"})
+# ElevationAttention inputs: q, k, v in float16; normalised elevation and beta in float32.
+ELEVATION_INPUT_DTYPES: tuple[int, ...] = (FLOAT16, FLOAT16, FLOAT16, FLOAT, FLOAT)
+ISLAND_METADATA_KEY = "climax_deploy.fp16_islands"
+
+
+def _dtype_name(dtype: int) -> str:
+    return "float16" if dtype == FLOAT16 else "float32"
+
+
+def float_tensor_types(model: onnx.ModelProto) -> dict[str, int]:
+    """Element type of every float tensor of the main graph (inputs, initializers, node outputs)."""
+    inferred = onnx.shape_inference.infer_shapes(model)
+    g = inferred.graph
+    types = {v.name: v.type.tensor_type.elem_type for v in [*g.input, *g.value_info, *g.output]}
+    types.update({t.name: t.data_type for t in g.initializer})
+    for node in g.node:
+        if node.op_type == "Constant":
+            for attr in node.attribute:
+                if attr.name == "value":
+                    types[node.output[0]] = attr.t.data_type
+                elif attr.name in ("value_float", "value_floats"):
+                    types[node.output[0]] = FLOAT
+    return {name: t for name, t in types.items() if t in (FLOAT, FLOAT16)}
+
+
+def output_head(model: onnx.ModelProto) -> set[int]:
+    """Indices of the nodes after the last LayerNormalization: the output head and unpatchify.
+
+    The outputs are standardised fields whose terrain-driven part is a small anomaly on a larger
+    value; rounding the head's result to float16 (relative step 2^-11) buries that anomaly, while
+    the head itself ([tokens, D] x [D, V p^2]) costs a few per cent of one MLP.
+    """
+    nodes = model.graph.node
+    norms = [i for i, node in enumerate(nodes) if node.op_type == "LayerNormalization"]
+    if not norms:
+        return set()
+    head: set[int] = set()
+    live = set(nodes[norms[-1]].output)
+    for i in range(norms[-1] + 1, len(nodes)):
+        if live.intersection(nodes[i].input):
+            head.add(i)
+            live.update(nodes[i].output)
+    return head
+
+
+def elevation_island(model: onnx.ModelProto) -> set[int]:
+    """Indices of the nodes that compute ElevationAttention's elevation and beta inputs."""
+    producer = {out: i for i, node in enumerate(model.graph.node) for out in node.output}
+    island: set[int] = set()
+    stack = [name for node in elevation_nodes(model) for name in node.input[3:5]]
+    while stack:
+        i = producer.get(stack.pop())
+        if i is None or i in island:
+            continue
+        island.add(i)
+        stack.extend(model.graph.node[i].input)
+    return island
+
+
+@dataclass
+class _Plan:
+    """Per-tensor dtype decisions of one pass run."""
+
+    dtype: dict[str, int] = field(default_factory=dict)  # current dtype of each float tensor
+    casts: dict[tuple[str, int], str] = field(default_factory=dict)  # (tensor, dtype) -> cast output
+    new_initializers: list[onnx.TensorProto] = field(default_factory=list)
+
+
+class ConvertToFp16(GraphPass):
+    """Cast the graph's heavy compute to float16, keeping the FP32 islands described above."""
+
+    def __init__(self, keep_io_types: bool = True, extra_fp32_ops: frozenset[str] = frozenset()) -> None:
+        self.keep_io_types = keep_io_types
+        self.fp32_ops = FP32_ISLAND_OPS | extra_fp32_ops
+
+    def requires(self, model: onnx.ModelProto) -> None:
+        if len(elevation_nodes(model)) != 1 or len(elevation_functions(model)) != 1:
+            raise ExportError("ConvertToFp16 expects one ElevationAttention node and its function; run it after export")
+        float16_inputs = [v.name for v in model.graph.input if v.type.tensor_type.elem_type == FLOAT16]
+        if float16_inputs:
+            raise ExportError(f"model already has float16 inputs {float16_inputs}; expected a float32 export")
+
+    def call(self, model: onnx.ModelProto) -> PassResult:
+        types = float_tensor_types(model)
+        graph = model.graph
+        island = elevation_island(model) | output_head(model)
+        wants = self._consumer_wants(model, types, island)
+        plan = _Plan()
+        io_dtype = FLOAT if self.keep_io_types else FLOAT16
+
+        for value in graph.input:
+            if value.name in types:
+                value.type.tensor_type.elem_type = io_dtype
+                plan.dtype[value.name] = io_dtype
+        self._convert_initializers(model, types, wants, plan)
+
+        new_nodes: list[onnx.NodeProto] = []
+        for index, node in enumerate(graph.node):
+            required = self._required_dtypes(node, index in island, types, plan)
+            for slot, name in enumerate(node.input):
+                want = required.get(slot)
+                if want is None or plan.dtype.get(name) == want:
+                    continue
+                node.input[slot] = self._cast(name, want, plan, new_nodes)
+            out_dtype = self._output_dtype(node, index in island, required, plan)
+            for out in node.output:
+                if out in types:
+                    plan.dtype[out] = out_dtype if out_dtype is not None else types[out]
+            new_nodes.append(node)
+
+        for value in graph.output:
+            if value.name in types and plan.dtype.get(value.name) != io_dtype:
+                self._cast_graph_output(value.name, io_dtype, new_nodes)
+            if value.name in types:
+                value.type.tensor_type.elem_type = io_dtype
+        del graph.node[:]
+        graph.node.extend(new_nodes)
+        graph.initializer.extend(plan.new_initializers)
+        del graph.value_info[:]  # stale float32 annotations; shape inference rebuilds them
+        mixed_precision_body(elevation_functions(model)[0])
+        model.metadata_props.add(key=ISLAND_METADATA_KEY, value=", ".join(island_description()))
+        return PassResult(model, modified=True)
+
+    def ensures(self, model: onnx.ModelProto) -> None:
+        types = float_tensor_types(model)
+        for index in elevation_island(model):
+            for out in model.graph.node[index].output:
+                if types.get(out, FLOAT) != FLOAT:
+                    raise ExportError(f"elevation path tensor {out!r} is float16; it must stay float32")
+        for node in model.graph.node:
+            if node.op_type in FP32_ISLAND_OPS and any(types.get(o, FLOAT) != FLOAT for o in node.output):
+                raise ExportError(f"{node.op_type} node {node.name!r} computes in float16; it must stay float32")
+        if not any(t == FLOAT16 for t in types.values()):
+            raise ExportError("ConvertToFp16 left no float16 tensor in the graph")
+
+    # -- decisions -------------------------------------------------------------------------------
+
+    def _consumer_wants(self, model: onnx.ModelProto, types: dict[str, int], island: set[int]) -> dict[str, set[int]]:
+        """Dtypes each float tensor's consumers will ask for (looking through data-movement ops)."""
+        wants: dict[str, set[int]] = defaultdict(set)
+        io_dtype = FLOAT if self.keep_io_types else FLOAT16
+        for value in model.graph.output:
+            wants[value.name].add(io_dtype)
+        for index in reversed(range(len(model.graph.node))):
+            node = model.graph.node[index]
+            for slot, name in enumerate(node.input):
+                if name not in types:
+                    continue
+                if index in island or node.op_type in self.fp32_ops:
+                    wants[name].add(FLOAT)
+                elif _is_elevation_node(node):
+                    wants[name].add(ELEVATION_INPUT_DTYPES[slot])
+                elif node.op_type in FOLLOW_OPS:
+                    for out in node.output:
+                        wants[name].update(wants.get(out, set()))
+                elif node.op_type not in EXPLICIT_OPS:
+                    wants[name].add(FLOAT16)
+        return wants
+
+    def _convert_initializers(
+        self, model: onnx.ModelProto, types: dict[str, int], wants: dict[str, set[int]], plan: _Plan
+    ) -> None:
+        """Store float16-only weights as float16; give mixed-use weights a float16 twin."""
+        for init in model.graph.initializer:
+            if init.name not in types or types[init.name] != FLOAT:
+                continue
+            want = wants.get(init.name, set())
+            plan.dtype[init.name] = FLOAT
+            if FLOAT16 not in want:
+                continue
+            half = _to_float16(init)
+            if want == {FLOAT16}:
+                init.CopyFrom(half)
+                plan.dtype[init.name] = FLOAT16
+            else:
+                half.name = f"{init.name}__fp16"
+                plan.new_initializers.append(half)
+                plan.casts[(init.name, FLOAT16)] = half.name
+                plan.dtype[half.name] = FLOAT16
+
+    def _required_dtypes(self, node: onnx.NodeProto, in_island: bool, types: dict[str, int], plan: _Plan) -> dict[int, int]:
+        """Slot -> dtype this node needs for each of its float inputs."""
+        slots = [s for s, name in enumerate(node.input) if name in types]
+        if not slots or node.op_type in EXPLICIT_OPS:
+            return {}
+        if in_island or node.op_type in self.fp32_ops:
+            return {s: FLOAT for s in slots}
+        if _is_elevation_node(node):
+            return {s: ELEVATION_INPUT_DTYPES[s] for s in slots}
+        if node.op_type in FOLLOW_OPS:
+            first = plan.dtype.get(node.input[slots[0]], types[node.input[slots[0]]])
+            return {s: first for s in slots}
+        return {s: FLOAT16 for s in slots}
+
+    def _output_dtype(self, node: onnx.NodeProto, in_island: bool, required: dict[int, int], plan: _Plan) -> int | None:
+        if node.op_type in EXPLICIT_OPS:
+            if node.op_type == "CastLike" and node.input[1] in plan.dtype:
+                return plan.dtype[node.input[1]]
+            return None  # Cast's `to`, Constant's value: unchanged
+        if in_island or node.op_type in self.fp32_ops:
+            return FLOAT
+        if _is_elevation_node(node):
+            return FLOAT16
+        if required:
+            return next(iter(required.values()))
+        return None
+
+    # -- rewriting -------------------------------------------------------------------------------
+
+    @staticmethod
+    def _cast(name: str, dtype: int, plan: _Plan, new_nodes: list[onnx.NodeProto]) -> str:
+        key = (name, dtype)
+        if key not in plan.casts:
+            out = f"{name}__to_{_dtype_name(dtype)}"
+            new_nodes.append(helper.make_node("Cast", [name], [out], to=dtype, name=f"cast_{out}"))
+            plan.casts[key] = out
+            plan.dtype[out] = dtype
+        return plan.casts[key]
+
+    @staticmethod
+    def _cast_graph_output(name: str, dtype: int, new_nodes: list[onnx.NodeProto]) -> None:
+        inner = f"{name}__{'fp16' if dtype == FLOAT else 'fp32'}"
+        for node in new_nodes:
+            node.output[:] = [inner if o == name else o for o in node.output]
+            node.input[:] = [inner if i == name else i for i in node.input]
+        new_nodes.append(helper.make_node("Cast", [inner], [name], to=dtype, name=f"cast_{name}_boundary"))
+
+
+def _is_elevation_node(node: onnx.NodeProto) -> bool:
+    from climax_deploy.schema import CUSTOM_DOMAIN, CUSTOM_OP
+
+    return node.domain == CUSTOM_DOMAIN and node.op_type == CUSTOM_OP
+
+
+def _to_float16(init: onnx.TensorProto) -> onnx.TensorProto:
+    values = numpy_helper.to_array(init)
+    peak = float(np.abs(values).max()) if values.size else 0.0
+    if peak > FP16_MAX:
+        raise ExportError(
+            f"weight {init.name!r} holds {peak:.3g}, beyond float16's range ({FP16_MAX:.0f}); export with --precision fp32"
+        )
+    return numpy_helper.from_array(values.astype(np.float16), init.name)
+
+
+def mixed_precision_body(function: onnx.FunctionProto) -> None:
+    """Rewrite ElevationAttention's body so bias + softmax run in the elevation's dtype (float32).
+
+    Before: bias = CastLike(bias4, scaled); logits = scaled + bias; probs = Softmax(logits).
+    After:  logits = CastLike(scaled, bias4) + bias4; probs = CastLike(Softmax(logits), v).
+    With float32 q, k, v the added casts are no-ops, so the body stays correct at any precision.
+    """
+    nodes = list(function.node)
+    softmax = [n for n in nodes if n.op_type == "Softmax"]
+    if len(softmax) != 1:
+        raise ExportError(f"expected one Softmax in the {function.name} body, found {len(softmax)}")
+    producer = {out: n for n in nodes for out in n.output}
+    add = producer.get(softmax[0].input[0])
+    if add is None or add.op_type != "Add":
+        raise ExportError(f"{function.name} body: Softmax input is not an Add; the body changed, update fp16.py")
+    cast_bias = producer.get(add.input[1])
+    if cast_bias is None or cast_bias.op_type != "CastLike":
+        raise ExportError(f"{function.name} body: the bias is not CastLike'd to the scores; update fp16.py")
+    scores, bias_hp = add.input[0], cast_bias.input[0]
+    probs_hp = f"{softmax[0].output[0]}_hp"
+    matmul = [n for n in nodes if n.op_type == "MatMul" and softmax[0].output[0] in n.input]
+    if len(matmul) != 1:
+        raise ExportError(f"{function.name} body: expected one MatMul consuming the probabilities")
+    value = [i for i in matmul[0].input if i != softmax[0].output[0]][0]
+
+    cast_bias.CopyFrom(helper.make_node("CastLike", [scores, bias_hp], [f"{scores}_hp"]))
+    add.input[:] = [f"{scores}_hp", bias_hp]
+    probs = softmax[0].output[0]
+    softmax[0].output[0] = probs_hp
+    rebuilt: list[onnx.NodeProto] = []
+    for node in nodes:
+        rebuilt.append(node)
+        if node is softmax[0]:
+            rebuilt.append(helper.make_node("CastLike", [probs_hp, value], [probs]))
+    del function.node[:]
+    function.node.extend(rebuilt)
+
+
+def island_description() -> list[str]:
+    """Human-readable list of what stays float32 (recorded in the model's metadata)."""
+    return [
+        "elevation averaging and min-max normalisation",
+        "ElevationAttention bias and softmax",
+        *sorted(FP32_ISLAND_OPS),
+        "graph inputs and outputs (unless float16 I/O was asked for)",
+    ]
+
+
+def node_precisions(model: onnx.ModelProto) -> dict[str, int]:
+    """Count of nodes by output precision, for logs and tests: {"float16": n, "float32": m}."""
+    types = float_tensor_types(model)
+    counts = {"float16": 0, "float32": 0}
+    for node in model.graph.node:
+        dtypes = {types[o] for o in node.output if o in types}
+        if node.op_type != "Cast" and dtypes:
+            counts[_dtype_name(FLOAT16 if FLOAT16 in dtypes else FLOAT)] += 1
+    return counts
+
+
+__all__ = ["ConvertToFp16", "FP32_ISLAND_OPS", "elevation_island", "mixed_precision_body", "node_precisions"]
