@@ -69,13 +69,13 @@ def elevation_attention_fwd(  # noqa: PLR0913 - the kernel ABI is flat by nature
     )  # [BLOCK_M, D0]
     if UPCAST_DOT:
         q0 = q0.to(tl.float32)
-    acc0 = tl.zeros([BLOCK_M, D0], dtype=tl.float32)
+    acc0 = tl.full([BLOCK_M, D0], 0.0, dtype=tl.float32)
     if D1 > 0:
         offs_d1 = D0 + tl.arange(0, D1)
         q1 = tl.load(q_base + offs_m[:, None] * stride_qn + offs_d1[None, :], mask=row_ok[:, None], other=0.0)
         if UPCAST_DOT:
             q1 = q1.to(tl.float32)
-        acc1 = tl.zeros([BLOCK_M, D1], dtype=tl.float32)
+        acc1 = tl.full([BLOCK_M, D1], 0.0, dtype=tl.float32)
 
     # Per-query half of the factorised mask: 2^(-u_i), u = beta * (e - 0.5) * log2 e, clamped.
     beta_log2 = tl.load(BETA).to(tl.float32) * _LOG2E
@@ -84,7 +84,7 @@ def elevation_attention_fwd(  # noqa: PLR0913 - the kernel ABI is flat by nature
 
     qk_scale = _LOG2E / tl.sqrt(HEAD_DIM * 1.0)  # scores in base 2
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)  # running max of scaled scores
-    l_i = tl.zeros([BLOCK_M], dtype=tl.float32)  # running sum of masked weights
+    l_i = tl.full([BLOCK_M], 0.0, dtype=tl.float32)  # running sum of masked weights
     for start_n in range(0, seq_len, BLOCK_N):
         offs_n = start_n + tl.arange(0, BLOCK_N)  # [BLOCK_N]
         col_ok = offs_n < seq_len
@@ -150,6 +150,12 @@ def interpreted_kernel() -> Any:
     """The kernel under Triton's interpreter (CPU tensors, numpy semantics)."""
     from triton.runtime.interpreter import InterpretedFunction
 
+    # Triton decides at import whether its own library functions (tl.sum, tl.max) are interpretable.
+    if not isinstance(tl.sum, InterpretedFunction):
+        raise BadInputError(
+            "TRITON_INTERPRET=1 was set after triton was imported; set it before the first import of triton "
+            "(e.g. in the environment of the process) to run the kernel on CPU tensors"
+        )
     return InterpretedFunction(elevation_attention_fwd)
 
 

@@ -1,0 +1,176 @@
+"""The fused Triton kernel, run by Triton's interpreter on CPU tensors (so CI tests the kernel itself).
+
+Reference: the exact bias form in float64, softmax(q k^T / sqrt(D) + max(-softplus(beta (e_j - e_i)),
+ln 1e-6)) v, plus the seed's literal mask-and-renormalise form where its +1e-8 is negligible.
+Tolerances, by q/k/v dtype (outputs are O(1): convex mixes of N(0, 1) values):
+  fp32: atol 2e-5, rtol 1e-5 - fp32 accumulation over <= 300 keys, mask from exp2/reciprocal;
+  fp16: atol 2e-3, rtol 4e-3 - weights rounded to fp16 (2^-11) before P @ V, output rounding;
+  bf16: atol 2e-2, rtol 3e-2 - the same with bf16's 2^-8 unit roundoff (about 4 units).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+os.environ["TRITON_INTERPRET"] = "1"  # before triton's first import: it fixes interpreter mode then
+
+import pytest
+import torch
+
+from climax_deploy.errors import BadInputError
+from climax_deploy.model.physics_attention import elevation_bias, literal_elevation_attention
+from climax_deploy.runtime.kernels import launch
+
+triton = pytest.importorskip("triton")
+
+from climax_deploy.runtime.kernels import elevation_attention  # noqa: E402
+from climax_deploy.runtime.kernels import triton_attention  # noqa: E402
+
+TOLERANCES = {
+    torch.float32: (2e-5, 1e-5),
+    torch.float16: (2e-3, 4e-3),
+    torch.bfloat16: (2e-2, 3e-2),
+}
+
+
+def terrain(kind: str, batch: int, n: int, gen: torch.Generator) -> torch.Tensor:
+    """Normalised elevations [B, N]: random, with ties, flat, or one terrain per sample."""
+    if kind == "flat":
+        return torch.zeros(batch, n)
+    e = torch.rand(batch, n, generator=gen)
+    if kind == "ties":
+        e = torch.round(e * 3) / 3  # four levels: many equal elevations
+    if kind == "mixed" and batch > 1:
+        e[1] = 0.0  # sample 0 mountainous, sample 1 flat
+        e[0] = torch.linspace(0, 1, n)[torch.randperm(n, generator=gen)]
+    lo, hi = e.amin(-1, keepdim=True), e.amax(-1, keepdim=True)
+    span = torch.where(hi - lo <= 1e-6, torch.ones_like(hi), hi - lo)
+    return (e - lo) / span
+
+
+def exact(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, e: torch.Tensor, beta: float) -> torch.Tensor:
+    """The bias form in float64."""
+    qd, kd, vd, ed = (t.double() for t in (q, k, v, e))
+    scores = qd @ kd.transpose(-2, -1) / math.sqrt(q.shape[-1])
+    bias = elevation_bias(ed, torch.tensor(beta, dtype=torch.float64)).unsqueeze(1)
+    return torch.softmax(scores + bias, dim=-1) @ vd
+
+
+def inputs(b: int, h: int, n: int, d: int, dtype: torch.dtype, kind: str = "random", seed: int = 0):
+    gen = torch.Generator().manual_seed(seed)
+    q, k, v = (torch.randn(b, h, n, d, generator=gen).to(dtype) for _ in range(3))
+    return q, k, v, terrain(kind, b, n, gen)
+
+
+CASES = [  # (B, H, N, D, beta, terrain): N = 1, 7, 129, 300; heads 1..8; head dims 64/96/128
+    (1, 1, 1, 64, 3.0, "random"),
+    (2, 2, 7, 96, 0.0, "random"),
+    (1, 3, 129, 128, 50.0, "random"),
+    (2, 1, 300, 96, 3.0, "mixed"),
+    (1, 8, 33, 64, 10.0, "ties"),
+    (2, 2, 40, 96, 50.0, "flat"),
+    (1, 4, 65, 64, 50.0, "ties"),
+]
+
+
+@pytest.mark.parametrize(("b", "h", "n", "d", "beta", "kind"), CASES)
+def test_kernel_fp32_matches_exact_form(b: int, h: int, n: int, d: int, beta: float, kind: str) -> None:
+    q, k, v, e = inputs(b, h, n, d, torch.float32, kind)
+    out = elevation_attention(q, k, v, e, torch.tensor(beta))
+    assert out.shape == q.shape and out.dtype == q.dtype
+    atol, rtol = TOLERANCES[torch.float32]
+    torch.testing.assert_close(out.double(), exact(q, k, v, e, beta), atol=atol, rtol=rtol)
+
+
+@pytest.mark.parametrize("beta", [0.0, 3.0])
+def test_kernel_matches_literal_seed_form(beta: float) -> None:
+    """At beta <= 3 the seed's +1e-8 moves outputs by <= 2e-7 relative, far inside fp32 tolerance."""
+    q, k, v, e = inputs(2, 2, 129, 96, torch.float32, "mixed", seed=1)
+    out = elevation_attention(q, k, v, e, torch.tensor(beta))
+    atol, rtol = TOLERANCES[torch.float32]
+    torch.testing.assert_close(out, literal_elevation_attention(q, k, v, e, torch.tensor(beta)), atol=atol, rtol=rtol)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize(("b", "h", "n", "d", "beta", "kind"), [CASES[2], CASES[3], (1, 2, 50, 64, 50.0, "ties")])
+def test_kernel_16bit(dtype: torch.dtype, b: int, h: int, n: int, d: int, beta: float, kind: str) -> None:
+    q, k, v, e = inputs(b, h, n, d, dtype, kind, seed=2)
+    out = elevation_attention(q, k, v, e, torch.tensor(beta))
+    assert out.dtype == dtype
+    atol, rtol = TOLERANCES[dtype]
+    torch.testing.assert_close(out.double(), exact(q, k, v, e, beta), atol=atol, rtol=rtol)
+
+
+def test_kernel_clamp_is_active_at_large_beta() -> None:
+    """beta = 50, a valley among peaks: every key is uphill of query 0, so its weights sit on the
+    1e-6 floor (unclamped they would be sigmoid(-50) ~ 2e-22) and set row 0's output exactly."""
+    n = 48
+    e = torch.ones(1, n)
+    e[0, 0] = 0.0
+    q = torch.zeros(1, 1, n, 64)  # uniform scores: weights are the mask itself
+    k = torch.randn(1, 1, n, 64, generator=torch.Generator().manual_seed(3))
+    v = torch.ones(1, 1, n, 64)
+    v[0, 0, 0] = 0.0  # row 0's output = floor mass / (own weight 0.5 + floor mass)
+    out = elevation_attention(q, k, v, e, torch.tensor(50.0))
+    floor_mass = (n - 1) * 1e-6
+    expected = floor_mass / (0.5 + floor_mass)  # ~9.4e-5; without the clamp ~1e-20
+    torch.testing.assert_close(out[0, 0, 0], torch.full((64,), expected), atol=1e-9, rtol=1e-4)
+    torch.testing.assert_close(out.double(), exact(q, k, v, e, 50.0), atol=2e-5, rtol=1e-5)
+
+
+def test_kernel_flat_field_is_standard_attention() -> None:
+    q, k, v, _ = inputs(1, 2, 70, 64, torch.float32, seed=4)
+    e = torch.zeros(1, 70)
+    out = elevation_attention(q, k, v, e, torch.tensor(7.0))
+    torch.testing.assert_close(out, torch.nn.functional.scaled_dot_product_attention(q, k, v), atol=2e-5, rtol=1e-5)
+
+
+def test_kernel_strided_inputs_and_small_tiles() -> None:
+    """q/k/v as views of a packed qkv tensor (as in the model), with 16 x 16 tiles and ragged tails."""
+    gen = torch.Generator().manual_seed(5)
+    B, N, H, D = 2, 37, 2, 64
+    qkv = torch.randn(B, N, 3, H, D, generator=gen).permute(2, 0, 3, 1, 4)  # [3, B, H, N, D], strided
+    q, k, v = qkv.unbind(0)
+    e = terrain("random", B, N, gen)
+    out = triton_attention.elevation_attention(q, k, v, e, torch.tensor(3.0), block_m=16, block_n=16)
+    torch.testing.assert_close(out.double(), exact(q, k, v, e, 3.0), atol=2e-5, rtol=1e-5)
+
+
+def test_kernel_elevation_dtype_may_differ() -> None:
+    q, k, v, e = inputs(1, 1, 20, 64, torch.float16, seed=6)
+    out = elevation_attention(q, k, v, e.half(), torch.tensor(3.0, dtype=torch.float16))
+    torch.testing.assert_close(out.double(), exact(q, k, v, e.half(), 3.0), atol=2e-3, rtol=4e-3)
+
+
+def test_kernel_rejects_bad_inputs(monkeypatch: pytest.MonkeyPatch) -> None:
+    q, k, v, e = inputs(1, 1, 8, 64, torch.float32)
+    with pytest.raises(BadInputError, match=r"elevation must be \[B, N\]"):
+        elevation_attention(q, k, v, e[:, :4], torch.tensor(3.0))
+    with pytest.raises(BadInputError, match="beta must be a single number"):
+        elevation_attention(q, k, v, e, torch.ones(2))
+    with pytest.raises(BadInputError, match="head dims"):
+        elevation_attention(q[..., :8], k[..., :8], v[..., :8], e, torch.tensor(3.0))
+    with pytest.raises(BadInputError, match="q/k/v of"):
+        elevation_attention(q.double(), k.double(), v.double(), e, torch.tensor(3.0))
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    with pytest.raises(BadInputError, match="TRITON_INTERPRET"):
+        elevation_attention(q, k, v, e, torch.tensor(3.0))
+
+
+@pytest.mark.parametrize(("d", "split"), [(64, (64, 0)), (96, (64, 32)), (128, (128, 0)), (80, (64, 16)), (112, (128, 0))])
+def test_head_dim_split(d: int, split: tuple[int, int]) -> None:
+    s = launch.split_head_dim(d)
+    assert (s.d0, s.d1) == split
+    assert s.padded == (d == 112)
+
+
+def test_launch_config_grid_and_precision() -> None:
+    cfg = launch.launch_config(2, 8, 8192, 96, "fp16")
+    assert cfg.grid == (8192 // cfg.block_m, 16, 1)
+    assert cfg.dot_precision == "tf32" and not cfg.upcast_dot
+    assert launch.launch_config(1, 1, 300, 64, "fp32").dot_precision == "ieee"  # no silent TF32 for fp32
+    assert launch.launch_config(1, 1, 300, 64, "bf16", interpret=True).upcast_dot
+    assert launch.launch_config(1, 1, 129, 64, "fp32", interpret=True).grid == (5, 1, 1)  # ragged tail tile
+    with pytest.raises(BadInputError, match="power of two"):
+        launch.launch_config(1, 1, 8, 64, "fp32", block_m=24)
