@@ -42,12 +42,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # Heavy imports after argument parsing, so --help and usage errors are instant.
     from climax_deploy.export.onnx_export import DEFAULT_OPSET, ExportOptions, export_onnx
-    from climax_deploy.model import build_model
+    from climax_deploy.artifacts import sha256_file
+    from climax_deploy.errors import BadInputError
+    from climax_deploy.model import build_model, resolve_config
     from climax_deploy.progress import Progress
 
-    from climax_deploy.artifacts import sha256_file
-
     source = args.config if args.config is not None else (args.preset or "full")
+    resolve_config(source)  # fail fast, before any progress output, on a bad preset or config
+    if args.output.suffix != ".onnx":
+        raise BadInputError(f"--output must end in .onnx, got {str(args.output)!r}")
     progress = Progress("export-onnx", enabled=not args.quiet)
     with progress.stage("building the PyTorch model"):
         model = build_model(source, seed=args.seed, checkpoint=args.checkpoint)

@@ -1,0 +1,26 @@
+# Two commands do all set-up on a fresh machine:
+#   make demo   export the full (8192-patch) model with seeded random weights, then check parity
+#               against the PyTorch reference on mountain and flat terrain with ONNX Runtime (CPU)
+#   make test   the test suite (what CI runs)
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+EXTRAS ?= cpu,export,test
+
+.PHONY: demo test bench clean
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e ".[$(EXTRAS)]"
+	touch $@
+
+demo: $(VENV)/.installed
+	$(BIN)/export-onnx --preset full --seed 0 -o build/climax_full.onnx
+	$(BIN)/check-parity build/climax_full.onnx --json build/parity_full.json
+
+test: $(VENV)/.installed
+	$(BIN)/python -m pytest
+
+clean:
+	rm -rf build .pytest_cache

@@ -1,0 +1,57 @@
+"""Shared fixtures: the small preset exported once per run; skips for gpu/tensorrt markers."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from climax_deploy.model import ClimaX, build_model
+
+
+def _has_cuda() -> bool:
+    return bool(torch.cuda.is_available())
+
+
+def _has_tensorrt() -> bool:
+    return importlib.util.find_spec("tensorrt") is not None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    reasons = {
+        "gpu": None if _has_cuda() else "needs a CUDA GPU; none on this machine",
+        "tensorrt": None if _has_tensorrt() else "needs TensorRT (not installable from PyPI here)",
+    }
+    for item in items:
+        for marker, reason in reasons.items():
+            if reason and marker in item.keywords:
+                item.add_marker(pytest.mark.skip(reason=reason))
+
+
+@pytest.fixture(scope="session")
+def small_model() -> ClimaX:
+    return build_model("small", seed=0)
+
+
+@pytest.fixture(scope="session")
+def small_onnx(tmp_path_factory: pytest.TempPathFactory, small_model: ClimaX) -> Path:
+    """The small preset exported once (dynamic batch); tests must not modify it."""
+    from climax_deploy.export import ExportOptions, export_onnx
+
+    path = tmp_path_factory.mktemp("small") / "small.onnx"
+    export_onnx(small_model, path, ExportOptions(), {"preset": "small", "seed": 0})
+    return path
+
+
+@pytest.fixture
+def small_inputs(small_model: ClimaX) -> tuple[np.ndarray, np.ndarray]:
+    """A batch of two standardised samples (mountain, flat) and their lead times."""
+    from climax_deploy.validate.inputs import synthetic_sample
+    from climax_deploy.validate.terrain import make_terrain
+
+    cfg = small_model.config
+    x = np.stack([synthetic_sample(cfg.variables, make_terrain(t, cfg.img_size), seed=0) for t in ("mountain", "flat")])
+    return x, np.array([24.0, 48.0], dtype=np.float32)

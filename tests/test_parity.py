@@ -1,0 +1,93 @@
+"""check-parity: metrics, terrains, the parity run on mountain and flat, CLI exit codes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from climax_deploy.errors import BadInputError
+from climax_deploy.validate import error_metrics, load_terrain_file, make_terrain, run_parity, signal_fidelity
+from climax_deploy.validate.cli import main as check_parity
+
+
+def test_metrics_on_known_values() -> None:
+    ref = np.array([3.0, 4.0])
+    m = error_metrics(np.array([3.0, 4.5]), ref)
+    assert m.max_abs == 0.5 and m.rel_l2 == pytest.approx(0.1) and m.rmse == pytest.approx(np.sqrt(0.125))
+    assert error_metrics(ref, ref).cosine == pytest.approx(1.0)
+    assert signal_fidelity(np.array([1.1, 0.0]), np.array([1.0, 0.0])) == pytest.approx(0.1)
+
+
+def test_terrains() -> None:
+    mountain = make_terrain("mountain", (128, 256))
+    assert mountain.max() > 4000 and mountain.min() < 1000  # peaks above 4 km, low valleys and plains
+    assert np.ptp(make_terrain("flat", (8, 8))) == 0 and make_terrain("plateau", (8, 8)).min() == 4500
+    with pytest.raises(BadInputError, match="unknown terrain"):
+        make_terrain("alps", (8, 8))
+
+
+def test_terrain_file_checks(tmp_path: Path) -> None:
+    good = tmp_path / "dem.npy"
+    np.save(good, np.ones((32, 64)))
+    assert load_terrain_file(good, (32, 64)).shape == (32, 64)
+    with pytest.raises(BadInputError, match=r"shape \(32, 64\), expected \(16, 16\)"):
+        load_terrain_file(good, (16, 16))
+    bad = tmp_path / "nan.npy"
+    np.save(bad, np.full((32, 64), np.nan))
+    with pytest.raises(BadInputError, match="2048 NaN"):
+        load_terrain_file(bad, (32, 64))
+
+
+def test_parity_passes_on_mountain_and_flat(small_onnx: Path) -> None:
+    report = run_parity(small_onnx)
+    assert report.passed, report.as_dict()
+    cases = {r.case for r in report.rows}
+    assert {"mountain", "flat", "mountain in mountain+flat (batch 2)", "flat in mountain+flat (batch 2)"} == cases
+    assert len(report.rows) == 4 * 6 and len(report.signal) == 6
+    assert max(r.metrics.rel_l2 for r in report.rows) < 1e-5
+    # The terrain signal is real: mountain vs flat moves every output, and the backend keeps it.
+    assert min(s.mean_abs_delta for s in report.signal) > 1e-3
+    assert max(s.fidelity for s in report.signal) < 1e-4
+
+
+def test_parity_fails_when_the_physics_differs(small_onnx: Path, small_model, tmp_path: Path) -> None:
+    """Same weights but beta 3 -> 6 in the reference: check-parity must say FAIL and exit 1."""
+    state = {k: v.clone() for k, v in small_model.state_dict().items()}
+    state["blocks.0.attn.elevation_barrier_strength"] = torch.tensor(6.0)
+    ckpt = tmp_path / "beta6.pt"
+    torch.save(state, ckpt)
+    out = tmp_path / "report.json"
+    code = check_parity([str(small_onnx), "--checkpoint", str(ckpt), "--json", str(out), "-q"])
+    assert code == 1
+    report = json.loads(out.read_text())
+    assert report["passed"] is False
+    assert max(s["fidelity"] for s in report["terrain_signal"]) > 1e-2
+
+
+def test_cli_pass_and_json(small_onnx: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "report.json"
+    code = check_parity([str(small_onnx), "--terrain", "plateau", "--terrain", "mountain", "--json", str(out), "-q"])
+    text = capsys.readouterr().out
+    assert code == 0 and "PASS" in text and "terrain signal" in text
+    report = json.loads(out.read_text())
+    assert {s["terrain"] for s in report["terrain_signal"]} == {"plateau", "mountain"}
+    assert report["tolerance"] == {"rel_l2": 1e-5, "fidelity": 1e-4}
+
+
+def test_cli_user_dem_and_bad_terrain(small_onnx: Path, tmp_path: Path, capsys) -> None:
+    dem = tmp_path / "ridge.npy"
+    np.save(dem, np.linspace(0, 3000, 64)[None].repeat(32, 0))
+    assert check_parity([str(small_onnx), "--terrain", str(dem), "--no-mixed-batch", "-q"]) == 0
+    bad = tmp_path / "hole.npy"
+    arr = np.zeros((32, 64))
+    arr[3, 4] = np.nan
+    np.save(bad, arr)
+    from climax_deploy.cli import run_cli
+
+    assert run_cli("check-parity", check_parity, [str(small_onnx), "--terrain", str(bad), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "1 NaN" in err

@@ -1,0 +1,144 @@
+"""The embedded runtime: loading, provider reporting, input checks, bad files, threads, no torch."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from climax_deploy.errors import BadInputError, MissingBackendError, ModelFileError
+from climax_deploy.runtime import load
+from climax_deploy.runtime.onnxruntime_backend import choose_providers
+
+
+@pytest.fixture(scope="module")
+def forecaster(small_onnx: Path):
+    with load(small_onnx) as f:
+        yield f
+
+
+def test_predict_contract(forecaster, small_inputs) -> None:
+    x, lt = small_inputs
+    y = forecaster.predict(x, lt)
+    assert y.shape == (2, 6, 32, 64) and y.dtype == np.float32 and np.isfinite(y).all()
+    # list lead times and integer hours are fine; batch 1 vs 2 differs only by GEMM blocking (fp32 rounding)
+    np.testing.assert_allclose(forecaster.predict(x[:1], [24]), y[:1], atol=1e-5, rtol=0)
+
+
+def test_providers_are_reported(forecaster) -> None:
+    info = forecaster.describe()
+    assert "CPUExecutionProvider" in info["providers_available"]
+    assert info["providers_used"][0] in ("CPUExecutionProvider", "CUDAExecutionProvider")
+    assert choose_providers("auto", ["CPUExecutionProvider"]) == ["CPUExecutionProvider"]
+    both = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert choose_providers("auto", both) == both
+    with pytest.raises(MissingBackendError, match=r"onnxruntime-gpu"):
+        choose_providers("cuda", ["CPUExecutionProvider"])
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda x, lt: (x[0], lt), r"4 dimensions"),
+        (lambda x, lt: (x[:, :14], lt), r"14 variables on axis 1, expected 15 .*u, v, temp"),
+        (lambda x, lt: (x[..., :32], lt), r"32 x 32 grid, the model expects 32 x 64"),
+        (lambda x, lt: (x.astype(np.float64), lt), r"float32, got float64"),
+        (lambda x, lt: (x.tolist(), lt), r"numpy.ndarray"),
+        (lambda x, lt: (x, lt[:1]), r"shape \(2,\) to match the batch"),
+        (lambda x, lt: (x, 24.0), r"scalar"),
+        (lambda x, lt: (x, np.array([24.0, np.nan])), r"NaN"),
+        (lambda x, lt: (x, np.array([-6.0, 24.0])), r">= 0 hours"),
+    ],
+)
+def test_bad_input_is_named(forecaster, small_inputs, mutate, message) -> None:
+    x, lt = small_inputs
+    with pytest.raises(BadInputError, match=message):
+        forecaster.predict(*mutate(x, lt))
+
+
+def test_nan_names_variable_and_count(forecaster, small_inputs) -> None:
+    x, lt = small_inputs
+    x = x.copy()
+    x[1, 13, :3, 0] = np.nan
+    x[0, 0, 0, 0] = np.inf
+    with pytest.raises(BadInputError, match=r"u \(1 values\), elevation \(3 values\)"):
+        forecaster.predict(x, lt)
+
+
+def test_thread_safe(forecaster, small_inputs) -> None:
+    x, lt = small_inputs
+    expected = forecaster.predict(x, lt)
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda _: forecaster.predict(x, lt), range(8)))
+    assert all(np.array_equal(r, expected) for r in results)
+
+
+def _copy(small_onnx: Path, tmp_path: Path) -> Path:
+    dst = tmp_path / small_onnx.name
+    shutil.copy(small_onnx, dst)
+    shutil.copy(str(small_onnx) + ".manifest.json", str(dst) + ".manifest.json")
+    return dst
+
+
+def test_truncated_file_is_refused(small_onnx: Path, tmp_path: Path) -> None:
+    path = _copy(small_onnx, tmp_path)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(ModelFileError, match="truncated"):
+        load(path)
+    with pytest.raises(ModelFileError, match="cannot load"):
+        load(path, verify=False)
+
+
+def test_missing_manifest_and_foreign_files(small_onnx: Path, tmp_path: Path) -> None:
+    path = _copy(small_onnx, tmp_path)
+    Path(str(path) + ".manifest.json").unlink()
+    with pytest.raises(ModelFileError, match="no manifest"):
+        load(path)
+    with pytest.raises(ModelFileError, match="does not exist"):
+        load(tmp_path / "absent.onnx")
+    with pytest.raises(BadInputError, match="unknown model type"):
+        load(tmp_path / "model.pt")
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"\x00" * 64)
+    Path(str(junk) + ".manifest.json").write_text(json.dumps({"format": "something else"}))
+    with pytest.raises(ModelFileError, match="manifest format"):
+        load(junk)
+
+
+def test_manifest_must_agree_with_the_file(small_onnx: Path, tmp_path: Path) -> None:
+    path = _copy(small_onnx, tmp_path)
+    manifest_file = Path(str(path) + ".manifest.json")
+    manifest = json.loads(manifest_file.read_text())
+    manifest["grid"] = [64, 128]
+    manifest_file.write_text(json.dumps(manifest))
+    with pytest.raises(ModelFileError, match="disagrees"):
+        load(path)
+
+
+def test_runtime_imports_without_torch(small_onnx: Path, small_inputs, tmp_path: Path) -> None:
+    """A forecast system embeds the runtime with numpy and onnxruntime only."""
+    x, lt = small_inputs
+    np.save(tmp_path / "x.npy", x)
+    script = f"""
+import sys
+class BlockTorch:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("torch", "onnxscript", "triton"):
+            raise ImportError(f"{{name}} is blocked in this test")
+sys.meta_path.insert(0, BlockTorch())
+import numpy as np
+from climax_deploy.runtime import load
+y = load({str(small_onnx)!r}).predict(np.load({str(tmp_path / 'x.npy')!r}), [24, 48])
+assert y.shape == (2, 6, 32, 64)
+assert not any(m.split(".")[0] == "torch" for m in sys.modules)
+print("ok")
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"
