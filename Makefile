@@ -6,6 +6,8 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 EXTRAS ?= cpu,export,test
+# Real .pyi of TensorRT 10.13's Python API for mypy; --no-deps because it names tensorrt as a dependency.
+TENSORRT_STUBS := tensorrt-stubs==10.13.0.35.1
 
 .PHONY: demo test bench clean
 
@@ -13,6 +15,7 @@ $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e ".[$(EXTRAS)]"
+	$(BIN)/python -m pip install -q --no-deps $(TENSORRT_STUBS)
 	touch $@
 
 demo: $(VENV)/.installed
