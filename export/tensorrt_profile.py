@@ -1,0 +1,210 @@
+"""Engine build settings that need no TensorRT: batch profiles, sizes, build plans, trtexec lines.
+
+Everything here is pure Python so it is unit-tested on machines without TensorRT; the TensorRT
+calls live in export/tensorrt_build.py.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from climax_deploy.errors import BadInputError, EngineBuildError
+from climax_deploy.runtime.tensorrt_backend import TensorRTVersion
+from climax_deploy.schema import INPUT_NAME, LEAD_TIMES_NAME
+
+HARDWARE_COMPAT_LEVELS: tuple[str, ...] = ("none", "ampere+", "same-cc")
+PRECISION_CHOICES: tuple[str, ...] = ("auto", "fp32", "fp16")
+DEFAULT_OPT_LEVEL = 3
+MAX_OPT_LEVEL = 5
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1 << 10, "kib": 1 << 10, "m": 1 << 20, "mib": 1 << 20,
+               "g": 1 << 30, "gib": 1 << 30, "kb": 1000, "mb": 1000**2, "gb": 1000**3}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class BatchProfile:
+    """One optimisation profile over the batch dimension: min <= opt <= max."""
+
+    min: int
+    opt: int
+    max: int
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.min <= self.opt <= self.max:
+            raise BadInputError(f"--batch needs 1 <= min <= opt <= max, got {self.min},{self.opt},{self.max}")
+
+    @classmethod
+    def parse(cls, text: str) -> BatchProfile:
+        """'1,2,4' -> (1, 2, 4); a single 'N' -> (N, N, N)."""
+        parts = [p.strip() for p in text.split(",")]
+        try:
+            values = [int(p) for p in parts]
+        except ValueError:
+            raise BadInputError(f"--batch expects MIN,OPT,MAX (e.g. 1,2,4) or N, got {text!r}") from None
+        if len(values) == 1:
+            values *= 3
+        if len(values) != 3:
+            raise BadInputError(f"--batch expects MIN,OPT,MAX (e.g. 1,2,4) or N, got {text!r}")
+        return cls(*values)
+
+    def input_shapes(self, num_variables: int, grid: tuple[int, int]) -> dict[str, tuple[tuple[int, ...], ...]]:
+        """{input name: (min shape, opt shape, max shape)} for the model's two inputs."""
+        h, w = grid
+        return {
+            INPUT_NAME: tuple((b, num_variables, h, w) for b in (self.min, self.opt, self.max)),
+            LEAD_TIMES_NAME: tuple((b,) for b in (self.min, self.opt, self.max)),
+        }
+
+    def check_against(self, exported_batch: Any) -> None:
+        """A fixed-batch export admits only that batch."""
+        if exported_batch in (None, "dynamic"):
+            return
+        fixed = int(exported_batch)
+        if (self.min, self.opt, self.max) != (fixed, fixed, fixed):
+            raise BadInputError(
+                f"the model was exported for batch {fixed}; use --batch {fixed} or re-export with --batch dynamic"
+            )
+
+    def as_dict(self) -> dict[str, int]:
+        return {"min": self.min, "opt": self.opt, "max": self.max}
+
+
+def parse_size(text: str) -> int:
+    """'4GiB', '512M', '1073741824' -> bytes (binary units for K/M/G, decimal for KB/MB/GB)."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", text)
+    unit = match[2].lower() if match else ""
+    if not match or unit not in _SIZE_UNITS:
+        raise BadInputError(f"expected a size like 4GiB, 512MiB or a byte count, got {text!r}")
+    value = int(float(match[1]) * _SIZE_UNITS[unit])
+    if value <= 0:
+        raise BadInputError(f"size must be positive, got {text!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """What `build-engine` was asked for."""
+
+    batch: BatchProfile = BatchProfile(1, 1, 1)
+    workspace_bytes: int | None = None
+    timing_cache: Path | None = None
+    opt_level: int = DEFAULT_OPT_LEVEL
+    version_compatible: bool = False
+    exclude_lean_runtime: bool = False
+    hardware_compat: str = "none"
+    attention: str = "inline"
+    precision: str = "auto"
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.opt_level <= MAX_OPT_LEVEL:
+            raise BadInputError(f"--opt-level must be 0..{MAX_OPT_LEVEL}, got {self.opt_level}")
+        if self.hardware_compat not in HARDWARE_COMPAT_LEVELS:
+            raise BadInputError(f"--hardware-compat must be one of {HARDWARE_COMPAT_LEVELS}, got {self.hardware_compat!r}")
+        if self.precision not in PRECISION_CHOICES:
+            raise BadInputError(f"--precision must be one of {PRECISION_CHOICES}, got {self.precision!r}")
+        if self.exclude_lean_runtime and not self.version_compatible:
+            raise BadInputError("--exclude-lean-runtime only applies with --version-compatible")
+
+
+@dataclass(frozen=True)
+class BuildPlan:
+    """How TensorRT is driven for one build, decided from the graph, the request and the version."""
+
+    precision: str  # what the engine computes in: "fp32" or "fp16"
+    strongly_typed: bool  # NetworkDefinitionCreationFlag.STRONGLY_TYPED
+    fp16_flag: bool  # BuilderFlag.FP16 (TensorRT 10 only; deprecated since 10.12)
+    path: str  # a one-line description printed to the user and kept in the manifest
+
+
+def plan_build(graph_precision: str, options: EngineOptions, version: TensorRTVersion) -> BuildPlan:
+    """Choose strongly typed vs the FP16 builder flag, and refuse what this TensorRT cannot do.
+
+    - An fp16 graph (export-onnx --precision fp16) is built strongly typed on 10.x and 11.x: the
+      ONNX casts decide every tensor's type, so the FP32 islands survive.
+    - An fp32 graph asked for fp16 uses BuilderFlag.FP16 on 10.x (TensorRT picks per layer; the
+      islands are not guaranteed); 11.x has no such flag, so it is refused with what to do instead.
+    """
+    requested = graph_precision if options.precision == "auto" else options.precision
+    if graph_precision == "fp16" and requested == "fp32":
+        raise EngineBuildError("the ONNX graph is fp16; an fp32 engine needs an fp32 export (export-onnx --precision fp32)")
+    if options.attention == "native" and not version.has_native_attention:
+        raise EngineBuildError(
+            f"--attention native needs TensorRT >= 10.14 (ONNX Attention -> IAttention), not {version}. "
+            "Use --attention inline or upgrade TensorRT"
+        )
+    if options.attention == "plugin" and not version.has_python_plugins:
+        raise EngineBuildError(f"--attention plugin needs TensorRT >= 10.9 (ahead-of-time Python plugins), not {version}")
+    if graph_precision == "fp16":
+        return BuildPlan("fp16", True, False, f"strongly typed fp16 graph with fp32 islands (TensorRT {version})")
+    if requested == "fp16":
+        if not version.has_fp16_flag:
+            raise EngineBuildError(
+                f"TensorRT {version} builds strongly typed networks only (no FP16 builder flag); "
+                "export an fp16 graph with export-onnx --precision fp16 and build that"
+            )
+        return BuildPlan("fp16", False, True,
+                         f"fp32 graph with BuilderFlag.FP16 (TensorRT {version}; deprecated since 10.12, "
+                         "fp32 islands not guaranteed: prefer an fp16 export)")  # fmt: skip
+    return BuildPlan("fp32", True, False, f"strongly typed fp32 (TensorRT {version})")
+
+
+TRTEXEC_HARDWARE_COMPAT = {"none": "none", "ampere+": "ampere+", "same-cc": "sameComputeCapability"}
+
+
+def trtexec_command(
+    onnx_path: Path,
+    engine_path: Path,
+    options: EngineOptions,
+    plan: BuildPlan,
+    num_variables: int,
+    grid: tuple[int, int],
+) -> list[str]:
+    """The trtexec invocation equivalent to this build (for machines with only trtexec)."""
+    shapes = options.batch.input_shapes(num_variables, grid)
+
+    def shape_arg(index: int) -> str:
+        return ",".join(f"{name}:{'x'.join(str(d) for d in s[index])}" for name, s in shapes.items())
+
+    cmd = [
+        "trtexec",
+        f"--onnx={onnx_path}",
+        f"--saveEngine={engine_path}",
+        f"--minShapes={shape_arg(0)}",
+        f"--optShapes={shape_arg(1)}",
+        f"--maxShapes={shape_arg(2)}",
+        f"--builderOptimizationLevel={options.opt_level}",
+    ]
+    if plan.strongly_typed:
+        cmd.append("--stronglyTyped")
+    if plan.fp16_flag:
+        cmd.append("--fp16")
+    if options.workspace_bytes:
+        cmd.append(f"--memPoolSize=workspace:{max(1, options.workspace_bytes >> 20)}M")
+    if options.timing_cache:
+        cmd.append(f"--timingCacheFile={options.timing_cache}")
+    if options.version_compatible:
+        cmd.append("--versionCompatible")
+    if options.exclude_lean_runtime:
+        cmd.append("--excludeLeanRuntime")
+    if options.hardware_compat != "none":
+        cmd.append(f"--hardwareCompatibilityLevel={TRTEXEC_HARDWARE_COMPAT[options.hardware_compat]}")
+    return cmd
+
+
+def format_command(cmd: list[str]) -> str:
+    return " ".join(shlex.quote(part) for part in cmd)
+
+
+__all__ = [
+    "BatchProfile",
+    "BuildPlan",
+    "EngineOptions",
+    "HARDWARE_COMPAT_LEVELS",
+    "format_command",
+    "parse_size",
+    "plan_build",
+    "trtexec_command",
+]
