@@ -10,7 +10,8 @@ because float16 breaks physics or stability there:
 - the bias and softmax inside ElevationAttention (the function body is rewritten so that the scores
   are cast up, the bias is added and the softmax taken in float32, and only the probabilities go back
   to float16 for the value matmul);
-- LayerNormalization, Softmax and reductions.
+- LayerNormalization, Softmax and reductions;
+- the output head (everything after the last LayerNormalization, see `output_head`).
 Inputs and outputs stay float32 unless `keep_io_types=False`.
 
 The pass is explicit about every cast, so ONNX Runtime, TensorRT's strongly typed mode and any
@@ -124,9 +125,10 @@ class ConvertToFp16(GraphPass):
     def requires(self, model: onnx.ModelProto) -> None:
         if len(elevation_nodes(model)) != 1 or len(elevation_functions(model)) != 1:
             raise ExportError("ConvertToFp16 expects one ElevationAttention node and its function; run it after export")
-        float16_inputs = [v.name for v in model.graph.input if v.type.tensor_type.elem_type == FLOAT16]
-        if float16_inputs:
-            raise ExportError(f"model already has float16 inputs {float16_inputs}; expected a float32 export")
+        float16 = [v.name for v in model.graph.input if v.type.tensor_type.elem_type == FLOAT16]
+        float16 += [t.name for t in model.graph.initializer if t.data_type == FLOAT16]
+        if float16:
+            raise ExportError(f"model is already float16 ({float16[:3]} ...); expected a float32 export")
 
     def call(self, model: onnx.ModelProto) -> PassResult:
         types = float_tensor_types(model)
@@ -333,6 +335,7 @@ def island_description() -> list[str]:
     return [
         "elevation averaging and min-max normalisation",
         "ElevationAttention bias and softmax",
+        "output head (after the last LayerNormalization)",
         *sorted(FP32_ISLAND_OPS),
         "graph inputs and outputs (unless float16 I/O was asked for)",
     ]
@@ -349,4 +352,12 @@ def node_precisions(model: onnx.ModelProto) -> dict[str, int]:
     return counts
 
 
-__all__ = ["ConvertToFp16", "FP32_ISLAND_OPS", "elevation_island", "mixed_precision_body", "node_precisions"]
+__all__ = [
+    "ConvertToFp16",
+    "FP32_ISLAND_OPS",
+    "elevation_island",
+    "float_tensor_types",
+    "mixed_precision_body",
+    "node_precisions",
+    "output_head",
+]

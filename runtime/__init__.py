@@ -22,12 +22,18 @@ __all__ = ["Forecaster", "ModelSpec", "OnnxRuntimeForecaster", "available_provid
 
 
 def load(path: str | os.PathLike[str], **options: Any) -> Forecaster:
-    """Load a model artifact by its suffix: `.onnx` -> ONNX Runtime.
+    """Load a model artifact by its suffix: `.onnx` -> ONNX Runtime, `.engine` -> TensorRT.
 
     Options for ONNX Runtime: providers ('auto', 'cpu', 'cuda' or a list of provider names),
     threads (intra-op threads), verify (check the manifest's sha256, default True).
+    Options for TensorRT: device (CUDA device index, default 0), verify.
     """
     suffix = Path(path).suffix.lower()
     if suffix == ".onnx":
         return OnnxRuntimeForecaster(path, **options)
-    raise BadInputError(f"{path}: unknown model type {suffix!r}; expected a .onnx file")
+    if suffix == ".engine":
+        # TensorRT (or its lean runtime) is imported only here, so ONNX Runtime users never need it.
+        from climax_deploy.runtime.tensorrt_backend import TensorRTForecaster
+
+        return TensorRTForecaster(path, **options)
+    raise BadInputError(f"{path}: unknown model type {suffix!r}; expected a .onnx file or a TensorRT .engine")

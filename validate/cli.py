@@ -19,7 +19,15 @@ def build_parser() -> ArgParser:
             "signal y(mountain) - y(flat). Exit 0 pass, 1 fail, 2 bad input."
         ),
     )
-    p.add_argument("model", type=Path, help="exported .onnx file (with its .manifest.json beside it)")
+    p.add_argument("model", type=Path, help="exported .onnx file or TensorRT .engine (with its .manifest.json beside it)")
+    p.add_argument("--backend", default="auto", choices=["auto", "onnxruntime", "tensorrt", "torch"],
+                   help="auto (default): by suffix (.onnx -> onnxruntime, .engine -> tensorrt); torch: the "
+                        "PyTorch model of the manifest run eagerly in --precision")  # fmt: skip
+    p.add_argument("--precision", choices=["fp32", "fp16"], default=None,
+                   help="tolerances to apply (fp32: rel L2 1e-5, fidelity 1e-4; fp16: 5e-3, 2e-2); default: the artifact's")  # fmt: skip
+    p.add_argument("--save-polygraphy", type=Path, metavar="DIR",
+                   help="write the inputs and reference outputs in Polygraphy's JSON formats to DIR, with the "
+                        "polygraphy run commands in DIR/README.txt")  # fmt: skip
     p.add_argument("--terrain", action="append", metavar="NAME|FILE.npy",
                    help="mountain, flat, plateau, or an H x W .npy DEM in metres; repeatable "
                         "(default: mountain and flat; flat is always added as the signal baseline)")  # fmt: skip
@@ -48,8 +56,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         lead_time=args.lead_time,
         mixed_batch=args.mixed_batch,
         checkpoint=args.checkpoint,
-        load_options={"providers": args.providers, "threads": args.threads},
+        load_options={"providers": args.providers, "threads": args.threads} if args.model.suffix == ".onnx" else {},
         progress=Progress("check-parity", enabled=not args.quiet),
+        backend=args.backend,
+        precision=args.precision,
+        save_polygraphy=args.save_polygraphy,
     )
     print(format_report(report))
     if args.json:

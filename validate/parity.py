@@ -98,8 +98,16 @@ def run_parity(
     checkpoint: str | Path | None = None,
     load_options: dict[str, Any] | None = None,
     progress: Progress | None = None,
+    backend: str = "auto",
+    precision: str | None = None,
+    save_polygraphy: str | Path | None = None,
 ) -> ParityReport:
-    """Compare the artifact (run by the runtime) with the fp32 `literal` PyTorch reference."""
+    """Compare the artifact (run by the runtime) with the fp32 `literal` PyTorch reference.
+
+    backend: 'auto' (by suffix), 'onnxruntime' (.onnx), 'tensorrt' (.engine) or 'torch' (the PyTorch
+    model rebuilt from the manifest, run eagerly in `precision`). precision picks the tolerances
+    (default: the artifact's). save_polygraphy: a directory for Polygraphy's --load-inputs/--load-outputs.
+    """
     from climax_deploy.model.forecaster import TorchForecaster
     from climax_deploy.runtime import load
 
@@ -108,9 +116,10 @@ def run_parity(
     if not model_path.is_file():
         raise ModelFileError(f"model file {model_path} does not exist")
     manifest = read_manifest(model_path)
-    precision = str(manifest.get("precision", "fp32"))
+    check_backend(model_path, backend)
+    precision = precision or str(manifest.get("precision", "fp32"))
     if precision not in TOLERANCES:
-        raise ModelFileError(f"{model_path}: precision {precision!r} has no stated tolerance")
+        raise BadInputError(f"precision {precision!r} has no stated tolerance; expected one of {sorted(TOLERANCES)}")
     grid = (int(manifest["grid"][0]), int(manifest["grid"][1]))
     variables = tuple(manifest["variables"])
     outputs = tuple(manifest["output_variables"])
@@ -129,8 +138,16 @@ def run_parity(
         refs = {label: reference.predict(x, lead) for label, x in cases.items()}
         del reference, reference_model
         gc.collect()
+    if save_polygraphy is not None:
+        from climax_deploy.validate.polygraphy_io import save_polygraphy_data
+
+        save_polygraphy_data(save_polygraphy, [(x, lead) for x in cases.values()], list(refs.values()),
+                             model=model_path, precision=precision)  # fmt: skip
     with progress.stage(f"loading {model_path.name}"):
-        backend = load(model_path, **(load_options or {}))
+        if backend == "torch":
+            backend = _torch_backend(manifest, checkpoint, precision)
+        else:
+            backend = load(model_path, **(load_options or {}))
     outs: dict[str, np.ndarray] = {}
     with progress.stage(f"running {backend.backend}"):
         for label, x in cases.items():
@@ -161,6 +178,28 @@ def run_parity(
             fid = signal_fidelity(d_out[0, v], d_ref[0, v])
             report.signal.append(SignalRow(label, name, float(np.abs(d_ref[0, v]).mean()), fid, fid <= tol.fidelity))
     return report
+
+
+BACKENDS: dict[str, str | None] = {"auto": None, "onnxruntime": ".onnx", "tensorrt": ".engine", "torch": ".onnx"}
+
+
+def check_backend(model_path: Path, backend: str) -> None:
+    """The artifact must suit the backend: .onnx for ONNX Runtime and torch, .engine for TensorRT."""
+    if backend not in BACKENDS:
+        raise BadInputError(f"--backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    suffix = BACKENDS[backend]
+    if suffix is not None and model_path.suffix != suffix:
+        raise BadInputError(f"--backend {backend} runs {suffix} files, got {model_path.name}")
+
+
+def _torch_backend(manifest: dict[str, Any], checkpoint: str | Path | None, precision: str) -> Forecaster:
+    """The PyTorch model rebuilt from the manifest, eager, fused attention, in `precision`."""
+    import torch
+
+    from climax_deploy.model.forecaster import TorchForecaster
+
+    dtype = {"fp32": torch.float32, "fp16": torch.float16}[precision]
+    return TorchForecaster(reference_from_manifest(manifest, checkpoint), attention="fused", dtype=dtype)
 
 
 def _predict(backend: Forecaster, x: np.ndarray, lead: np.ndarray) -> np.ndarray:
