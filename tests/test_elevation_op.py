@@ -13,14 +13,17 @@ import os
 import subprocess
 import sys
 
+import climax_deploy.model  # noqa: F401  (registers torch.ops.climax)
 import pytest
 import torch
 import torch.nn.functional as F
-
-import climax_deploy.model  # noqa: F401  (registers torch.ops.climax)
-from climax_deploy.errors import BadInputError
 from climax_deploy.model import build_model, ops
-from climax_deploy.model.physics_attention import elevation_bias, literal_elevation_attention
+from climax_deploy.model.physics_attention import (
+    elevation_bias,
+    literal_elevation_attention,
+)
+
+from climax_deploy.errors import BadInputError
 
 op = torch.ops.climax.elevation_attention
 
@@ -173,5 +176,5 @@ def test_cuda_op_runs_the_triton_kernel() -> None:
         "print('ok')\n"
     )
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600, check=False)
     assert done.returncode == 0 and "ok" in done.stdout, done.stderr[-4000:]

@@ -17,15 +17,20 @@ os.environ["TRITON_INTERPRET"] = "1"  # before triton's first import: it fixes i
 
 import pytest
 import torch
+from climax_deploy.model.physics_attention import (
+    elevation_bias,
+    literal_elevation_attention,
+)
+from climax_deploy.runtime.kernels import launch
 
 from climax_deploy.errors import BadInputError
-from climax_deploy.model.physics_attention import elevation_bias, literal_elevation_attention
-from climax_deploy.runtime.kernels import launch
 
 triton = pytest.importorskip("triton")
 
-from climax_deploy.runtime.kernels import elevation_attention  # noqa: E402
-from climax_deploy.runtime.kernels import triton_attention  # noqa: E402
+from climax_deploy.runtime.kernels import (
+    elevation_attention,
+    triton_attention,
+)
 
 TOLERANCES = {
     torch.float32: (2e-5, 1e-5),
@@ -174,3 +179,103 @@ def test_launch_config_grid_and_precision() -> None:
     assert launch.launch_config(1, 1, 129, 64, "fp32", interpret=True).grid == (5, 1, 1)  # ragged tail tile
     with pytest.raises(BadInputError, match="power of two"):
         launch.launch_config(1, 1, 8, 64, "fp32", block_m=24)
+
+
+# --- TensorRT plugin: what can be checked without TensorRT (type/shape rules, ABI, PTX, launch) ---
+
+from climax_deploy.runtime.kernels import trt_plugin
+
+
+def test_plugin_identity_matches_the_onnx_node() -> None:
+    assert trt_plugin.PLUGIN_ID == "climax::ElevationAttention"
+    assert (trt_plugin.PLUGIN_NAMESPACE, trt_plugin.PLUGIN_VERSION) == ("climax", "1")
+
+
+def test_plugin_type_and_shape_rules() -> None:
+    trt_plugin.check_types(("fp16",) * 3, "fp32", "fp32", "fp16")
+    trt_plugin.check_types(("bf16",) * 3, "bf16", "bf16", "bf16")
+    with pytest.raises(BadInputError, match="share one of"):
+        trt_plugin.check_types(("fp16", "fp32", "fp16"), "fp32", "fp32", "fp16")
+    with pytest.raises(BadInputError, match="elevation must be fp32 or q's type"):
+        trt_plugin.check_types(("fp16",) * 3, "bf16", "fp32", "fp16")
+    with pytest.raises(BadInputError, match="output type"):
+        trt_plugin.check_types(("fp16",) * 3, "fp32", "fp32", "fp32")
+    trt_plugin.check_shapes((None, 8, None, 96), (None, None), 0)
+    with pytest.raises(BadInputError, match="build-time|known when the engine is built"):
+        trt_plugin.check_shapes((None, 8, None, None), (None, None), 0)
+    with pytest.raises(BadInputError, match="head dims"):
+        trt_plugin.check_shapes((1, 8, 10, 8), (1, 10), 0)
+
+
+def test_plugin_int_args_are_the_contiguous_strides() -> None:
+    """The integer arguments TensorRT passes equal what the PyTorch launcher passes for contiguous tensors."""
+    B, H, N, D = 2, 8, 300, 96
+    q = torch.empty(B, H, N, D)
+    e = torch.empty(B, N)
+    expected = [N, H, *q.stride()[:3], *q.stride()[:3], *q.stride()[:3], *q.stride()[:3], *e.stride()]
+    assert trt_plugin.int_args(H, N, D) == expected
+    assert len(expected) == len(trt_plugin.INT_ARGS)
+
+
+def test_kernel_argument_order_is_the_aot_abi() -> None:
+    """TensorRT's AOT ABI: tensor inputs, then integer arguments, then outputs, then constexprs."""
+    names = triton_attention.compiled_kernel().arg_names
+    runtime_args = [*trt_plugin.TENSOR_INPUTS, *trt_plugin.INT_ARGS, *trt_plugin.TENSOR_OUTPUTS]
+    assert names[: len(runtime_args)] == runtime_args
+    assert set(names[len(runtime_args) :]) == set(launch.launch_config(1, 1, 1, 64, "fp16").constexprs())
+
+
+_PTX_CHECK = """
+import json, sys
+from climax_deploy.runtime.kernels import trt_plugin
+out = {}
+for dtype, head_dim in (("fp16", 96), ("bf16", 64), ("fp32", 128)):
+    c = trt_plugin.compile_ptx(dtype, "fp32", "fp32", head_dim, arch=90)
+    entry = c.ptx[c.ptx.index(".entry"):]
+    out[f"{dtype}-{head_dim}"] = dict(name=c.name, in_ptx=c.name in c.ptx, params=entry[: entry.index(")")].count(".param"),
+        scratch=c.global_scratch, warps=c.num_warps, cfg_warps=c.config.num_warps, shared=c.shared_mem)
+json.dump(out, sys.stdout)
+"""
+
+
+def test_plugin_compiles_the_kernel_to_ptx_for_hopper() -> None:
+    """The compiled (non-interpreted) kernel builds to PTX for sm_90 here, with Triton's bundled ptxas.
+
+    Run in a fresh process: this one has Triton in interpreter mode.
+    """
+    import json
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    done = subprocess.run(
+        [sys.executable, "-c", _PTX_CHECK], env=env, capture_output=True, text=True, timeout=300, check=False
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    n_runtime = len(trt_plugin.TENSOR_INPUTS) + len(trt_plugin.INT_ARGS) + len(trt_plugin.TENSOR_OUTPUTS)
+    for key, info in json.loads(done.stdout).items():
+        assert info["in_ptx"], key
+        assert info["params"] >= n_runtime, key  # Triton may append scratch pointers after the outputs ...
+        assert info["scratch"] == 0, key  # ... which the kernel must then never use
+        assert info["warps"] == info["cfg_warps"], key
+        assert 0 < info["shared"] <= 227 * 1024, key  # fits an H100's shared memory per block
+
+
+def test_register_plugin_without_tensorrt_says_what_to_install() -> None:
+    try:
+        import tensorrt.plugin  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        pytest.skip("TensorRT is installed: registration is exercised by the tensorrt-marked test")
+    from climax_deploy.errors import MissingBackendError
+
+    with pytest.raises(MissingBackendError, match="TensorRT"):
+        trt_plugin.register_elevation_attention_plugin()
+
+
+@pytest.mark.tensorrt
+def test_register_plugin_with_tensorrt() -> None:
+    pytest.importorskip("tensorrt.plugin", reason="tensorrt-stubs alone provide no tensorrt.plugin")
+    assert trt_plugin.register_elevation_attention_plugin() == "climax::ElevationAttention"
+    assert trt_plugin.plugin_creator_registered()

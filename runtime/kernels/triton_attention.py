@@ -20,19 +20,22 @@ import os
 from typing import Any
 
 import torch
-import triton
 import triton.language as tl
+from climax_deploy.runtime.kernels.checks import TORCH_DTYPES, check_inputs
+from climax_deploy.runtime.kernels.launch import (
+    EXPONENT_CLAMP,
+    LaunchConfig,
+    launch_config,
+)
 
 from climax_deploy.errors import BadInputError
-from climax_deploy.runtime.kernels.checks import TORCH_DTYPES, check_inputs
-from climax_deploy.runtime.kernels.launch import EXPONENT_CLAMP, LaunchConfig, launch_config
 from climax_deploy.schema import MASK_FLOOR
 
 _LOG2E = tl.constexpr(1.4426950408889634)
 _MASK_FLOOR = tl.constexpr(MASK_FLOOR)
 _EXP_CLAMP = tl.constexpr(EXPONENT_CLAMP)
 
-def elevation_attention_fwd(  # noqa: PLR0913 - the kernel ABI is flat by nature
+def elevation_attention_fwd(  # type: ignore[no-untyped-def]  # Triton reads annotations; tl.constexpr only
     Q, K, V, E, BETA,  # inputs: q/k/v [B, H, N, D], elevation [B, N], beta [] (any float dtype)
     seq_len, num_heads,
     stride_qb, stride_qh, stride_qn,
@@ -207,7 +210,7 @@ def _launch(
     beta: torch.Tensor,
     out: torch.Tensor,
 ) -> None:
-    B, H, N, D = q.shape
+    _, H, N, _ = q.shape
     kernel[cfg.grid](
         q, k, v, elevation, beta,
         N, H,
