@@ -15,7 +15,7 @@ Each mode is a GraphPass; every rewritten model still runs on ONNX Runtime.
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Any, Literal
 
 import onnx
 from onnx import TensorProto, helper, version_converter
@@ -113,7 +113,7 @@ def attention23_function(opset: int, softmax_in_float32: bool) -> onnx.FunctionP
     if opset < ATTENTION_OPSET:
         raise ExportError(f"Attention needs opset >= {ATTENTION_OPSET}, got {opset}")
     n = helper.make_node
-    attention_attrs: dict[str, float | int] = {"scale": 1.0}
+    attention_attrs: dict[str, Any] = {"scale": 1.0}
     if softmax_in_float32:
         attention_attrs["softmax_precision"] = TensorProto.FLOAT
     nodes = [

@@ -360,12 +360,12 @@ class TensorRTForecaster(Forecaster):
 def _register_plugin_if_available() -> None:
     """Register the fused ElevationAttention plugin (kernel issue) before deserialising a plugin engine."""
     try:
-        from climax_deploy.runtime.kernels import trt_plugin  # type: ignore[attr-defined,unused-ignore]
+        from climax_deploy.runtime.kernels import trt_plugin
     except ImportError as exc:
         log.warning("plugin engine but climax_deploy.runtime.kernels.trt_plugin is unavailable (%s); relying on "
                     "the plugin embedded ahead of time in the engine", exc)  # fmt: skip
         return
-    trt_plugin.register_plugin()
+    trt_plugin.register_elevation_attention_plugin()
 
 
 __all__ = [

@@ -58,7 +58,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         checkpoint=args.checkpoint,
         load_options={"providers": args.providers, "threads": args.threads} if args.model.suffix == ".onnx" else {},
         progress=Progress("check-parity", enabled=not args.quiet),
-        backend=args.backend,
+        backend_name=args.backend,
         precision=args.precision,
         save_polygraphy=args.save_polygraphy,
     )

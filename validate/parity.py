@@ -98,13 +98,13 @@ def run_parity(
     checkpoint: str | Path | None = None,
     load_options: dict[str, Any] | None = None,
     progress: Progress | None = None,
-    backend: str = "auto",
+    backend_name: str = "auto",
     precision: str | None = None,
     save_polygraphy: str | Path | None = None,
 ) -> ParityReport:
     """Compare the artifact (run by the runtime) with the fp32 `literal` PyTorch reference.
 
-    backend: 'auto' (by suffix), 'onnxruntime' (.onnx), 'tensorrt' (.engine) or 'torch' (the PyTorch
+    backend_name: 'auto' (by suffix), 'onnxruntime' (.onnx), 'tensorrt' (.engine) or 'torch' (the PyTorch
     model rebuilt from the manifest, run eagerly in `precision`). precision picks the tolerances
     (default: the artifact's). save_polygraphy: a directory for Polygraphy's --load-inputs/--load-outputs.
     """
@@ -116,7 +116,7 @@ def run_parity(
     if not model_path.is_file():
         raise ModelFileError(f"model file {model_path} does not exist")
     manifest = read_manifest(model_path)
-    check_backend(model_path, backend)
+    check_backend(model_path, backend_name)
     precision = precision or str(manifest.get("precision", "fp32"))
     if precision not in TOLERANCES:
         raise BadInputError(f"precision {precision!r} has no stated tolerance; expected one of {sorted(TOLERANCES)}")
@@ -144,7 +144,7 @@ def run_parity(
         save_polygraphy_data(save_polygraphy, [(x, lead) for x in cases.values()], list(refs.values()),
                              model=model_path, precision=precision)  # fmt: skip
     with progress.stage(f"loading {model_path.name}"):
-        if backend == "torch":
+        if backend_name == "torch":
             backend = _torch_backend(manifest, checkpoint, precision)
         else:
             backend = load(model_path, **(load_options or {}))

@@ -1,0 +1,124 @@
+"""`build-engine` argument handling, its clean failure without TensorRT, and --print-trtexec."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from climax_deploy.artifacts import read_manifest
+from climax_deploy.export.passes import elevation_functions
+from climax_deploy.runtime.tensorrt_backend import tensorrt_available
+
+HAS_TRT = tensorrt_available()
+BUILD_ENGINE = [sys.executable, "-m", "climax_deploy.export.build_engine_cli"]
+
+
+def run(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*BUILD_ENGINE, *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=300)
+
+
+@pytest.fixture
+def model(tmp_path: Path, small_onnx: Path) -> Path:
+    """A private copy of the small export (the CLI writes files beside it)."""
+    path = tmp_path / "small.onnx"
+    shutil.copy(small_onnx, path)
+    shutil.copy(str(small_onnx) + ".manifest.json", str(path) + ".manifest.json")
+    return path
+
+
+def test_console_script_is_registered() -> None:
+    from importlib.metadata import entry_points
+
+    scripts = {e.name: e.value for e in entry_points(group="console_scripts")}
+    assert scripts.get("build-engine") == "climax_deploy.export.build_engine_cli:entry"
+
+
+@pytest.mark.skipif(HAS_TRT, reason="TensorRT is installed on this machine")
+def test_without_tensorrt_exit_2_and_one_line_saying_what_to_install(model: Path) -> None:
+    result = run(model, "-o", model.with_suffix(".engine"))
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert lines[0].startswith("build-engine: error: TensorRT is not installed: pip install tensorrt")
+    assert "https://pypi.nvidia.com" in lines[0] and "nvcr.io/nvidia/tensorrt" in lines[0]
+    assert not model.with_suffix(".engine").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--batch", "4,2,1"], "1 <= min <= opt <= max"),
+        (["--batch", "x"], "MIN,OPT,MAX"),
+        (["--workspace", "lots"], "size like 4GiB"),
+        (["--opt-level", "9"], "opt-level must be 0..5"),
+        (["--exclude-lean-runtime"], "only applies with --version-compatible"),
+        (["--attention", "flash"], "invalid choice"),
+        (["-o", "out.plan"], "must end in .engine"),
+    ],
+)
+def test_user_mistakes_are_one_line_and_exit_2(model: Path, args: list[str], message: str) -> None:
+    result = run(model, *args)
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 1 and message in result.stderr, result.stderr
+
+
+def test_missing_or_wrong_model_file(tmp_path: Path) -> None:
+    result = run(tmp_path / "absent.onnx")
+    assert result.returncode == 2 and "does not exist" in result.stderr
+    (tmp_path / "m.pt").write_bytes(b"")
+    result = run(tmp_path / "m.pt")
+    assert result.returncode == 2 and "expected a .onnx model" in result.stderr
+
+
+def test_fixed_batch_export_rejects_another_profile(tmp_path: Path, small_model: object) -> None:
+    from climax_deploy.export import ExportOptions, export_onnx
+
+    path = tmp_path / "fixed.onnx"
+    export_onnx(small_model, path, ExportOptions(batch=2))  # type: ignore[arg-type]
+    result = run(path, "--batch", "1,2,4", "--print-trtexec")
+    assert result.returncode == 2 and "exported for batch 2" in result.stderr
+    result = run(path, "--print-trtexec")  # default profile: the export's batch
+    assert result.returncode == 0 and "--maxShapes=x:2x15x32x64,lead_times:2" in result.stdout
+
+
+def test_print_trtexec_native_writes_the_rewritten_model(model: Path) -> None:
+    result = run(model, "--attention", "native", "--print-trtexec", "--batch", "1,2,4", "--workspace", "2GiB",
+                 "--timing-cache", "t.cache", "--target-tensorrt", "10.14")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    comment, command = result.stdout.strip().splitlines()
+    assert comment.startswith("# TensorRT 10.14.0: strongly typed fp32")
+    rewritten = model.with_name("small.native.onnx")
+    assert command.startswith(f"trtexec --onnx={rewritten} --saveEngine={model.with_suffix('.engine')}")
+    assert "--memPoolSize=workspace:2048M" in command and "--timingCacheFile=t.cache" in command
+    body = elevation_functions(onnx.load(str(rewritten)))[0].node
+    assert [n.op_type for n in body].count("Attention") == 1
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(rewritten), providers=["CPUExecutionProvider"])
+    (y,) = session.run(None, {"x": np.zeros((1, 15, 32, 64), np.float32), "lead_times": np.array([24.0], np.float32)})
+    assert y.shape == (1, 6, 32, 64) and np.isfinite(y).all()
+
+
+def test_print_trtexec_refuses_what_the_target_tensorrt_cannot_do(model: Path) -> None:
+    result = run(model, "--attention", "native", "--print-trtexec", "--target-tensorrt", "10.13")
+    assert result.returncode == 2 and "needs TensorRT >= 10.14" in result.stderr
+    result = run(model, "--precision", "fp16", "--print-trtexec", "--target-tensorrt", "11.0")
+    assert result.returncode == 2 and "strongly typed networks only" in result.stderr
+    result = run(model, "--precision", "fp16", "--print-trtexec", "--target-tensorrt", "10.13")
+    assert result.returncode == 0 and "--fp16" in result.stdout and "deprecated" in result.stdout
+
+
+def test_print_trtexec_plugin_notes_the_limitation(model: Path) -> None:
+    result = run(model, "--attention", "plugin", "--print-trtexec")
+    assert result.returncode == 0
+    assert "cannot register the Python ElevationAttention plugin" in result.stderr
+    assert read_manifest(model)["kind"] == "onnx"  # the source is untouched
+    tagged = onnx.load(str(model.with_name("small.plugin.onnx")))
+    node = next(n for n in tagged.graph.node if n.op_type == "ElevationAttention")
+    assert {a.name for a in node.attribute} == {"plugin_namespace", "plugin_version"}

@@ -1,0 +1,234 @@
+"""Engine building without TensorRT: profiles, sizes, build plans, trtexec lines, manifests, compatibility.
+
+Tests that need TensorRT and a GPU are marked and skip here with a reason; nothing fakes TensorRT.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from climax_deploy.artifacts import read_manifest, write_bytes_atomic, write_manifest
+from climax_deploy.errors import BadInputError, EngineBuildError, MissingBackendError, ModelFileError
+from climax_deploy.export.tensorrt_build import engine_manifest
+from climax_deploy.export.tensorrt_profile import (
+    BatchProfile,
+    EngineOptions,
+    parse_size,
+    plan_build,
+    trtexec_command,
+)
+from climax_deploy.runtime.base import ModelSpec
+from climax_deploy.runtime.tensorrt_backend import (
+    INSTALL_HINT,
+    GpuInfo,
+    TensorRTVersion,
+    check_engine_compatibility,
+    import_tensorrt,
+    tensorrt_available,
+)
+
+V10_13, V10_14, V11 = TensorRTVersion(10, 13, 0), TensorRTVersion(10, 14, 1), TensorRTVersion(11, 0, 0)
+HAS_TRT = tensorrt_available()
+
+
+# -- profiles and sizes -----------------------------------------------------------------------------
+
+
+def test_batch_profile_parsing_and_shapes() -> None:
+    profile = BatchProfile.parse("1,2,4")
+    assert (profile.min, profile.opt, profile.max) == (1, 2, 4)
+    assert BatchProfile.parse("3") == BatchProfile(3, 3, 3)
+    shapes = profile.input_shapes(15, (32, 64))
+    assert shapes["x"] == ((1, 15, 32, 64), (2, 15, 32, 64), (4, 15, 32, 64))
+    assert shapes["lead_times"] == ((1,), (2,), (4,))
+    for bad in ("4,2,1", "0,1,2", "1,2", "a,b,c", ""):
+        with pytest.raises(BadInputError, match="--batch"):
+            BatchProfile.parse(bad)
+
+
+def test_fixed_batch_export_admits_only_its_batch() -> None:
+    BatchProfile(2, 2, 2).check_against(2)
+    BatchProfile(1, 2, 8).check_against("dynamic")
+    with pytest.raises(BadInputError, match="exported for batch 2"):
+        BatchProfile(1, 2, 4).check_against(2)
+
+
+def test_parse_size() -> None:
+    assert parse_size("4GiB") == 4 << 30
+    assert parse_size("512M") == 512 << 20
+    assert parse_size("1.5g") == 3 << 29
+    assert parse_size("2GB") == 2 * 10**9
+    assert parse_size("1048576") == 1 << 20
+    for bad in ("lots", "4 TB", "-1", "0"):
+        with pytest.raises(BadInputError):
+            parse_size(bad)
+
+
+def test_engine_options_validation() -> None:
+    with pytest.raises(BadInputError, match="opt-level"):
+        EngineOptions(opt_level=6)
+    with pytest.raises(BadInputError, match="hardware-compat"):
+        EngineOptions(hardware_compat="hopper+")
+    with pytest.raises(BadInputError, match="version-compatible"):
+        EngineOptions(exclude_lean_runtime=True)
+
+
+# -- versions and build plans ------------------------------------------------------------------------
+
+
+def test_version_parsing_and_feature_gates() -> None:
+    assert TensorRTVersion.parse("10.13.0.35") == V10_13
+    assert TensorRTVersion.parse("11.0") == V11
+    assert V10_13.has_fp16_flag and not V10_13.strongly_typed_only and not V10_13.has_native_attention
+    assert V10_14.has_native_attention
+    assert V11.strongly_typed_only and not V11.has_fp16_flag and V11.has_native_attention
+    with pytest.raises(BadInputError):
+        TensorRTVersion.parse("ten")
+
+
+@pytest.mark.parametrize("version", [V10_13, V11])
+def test_fp16_graph_is_built_strongly_typed_on_10_and_11(version: TensorRTVersion) -> None:
+    plan = plan_build("fp16", EngineOptions(), version)
+    assert plan.precision == "fp16" and plan.strongly_typed and not plan.fp16_flag
+    assert "strongly typed" in plan.path and str(version) in plan.path
+
+
+def test_fp32_graph_asked_for_fp16_uses_the_flag_on_10_and_is_refused_on_11() -> None:
+    plan = plan_build("fp32", EngineOptions(precision="fp16"), V10_13)
+    assert plan.fp16_flag and not plan.strongly_typed and "deprecated" in plan.path
+    with pytest.raises(EngineBuildError, match="export-onnx --precision fp16"):
+        plan_build("fp32", EngineOptions(precision="fp16"), V11)
+    with pytest.raises(EngineBuildError, match="fp32 export"):
+        plan_build("fp16", EngineOptions(precision="fp32"), V10_13)
+    assert plan_build("fp32", EngineOptions(), V11) == plan_build("fp32", EngineOptions(precision="fp32"), V11)
+
+
+def test_attention_modes_are_gated_by_version() -> None:
+    with pytest.raises(EngineBuildError, match="10.14"):
+        plan_build("fp16", EngineOptions(attention="native"), V10_13)
+    assert plan_build("fp16", EngineOptions(attention="native"), V10_14).strongly_typed
+    with pytest.raises(EngineBuildError, match="10.9"):
+        plan_build("fp16", EngineOptions(attention="plugin"), TensorRTVersion(10, 8))
+
+
+def test_trtexec_command_matches_the_options(tmp_path: Path) -> None:
+    options = EngineOptions(batch=BatchProfile(1, 2, 4), workspace_bytes=4 << 30, timing_cache=tmp_path / "t.cache",
+                            opt_level=5, version_compatible=True, exclude_lean_runtime=True, hardware_compat="ampere+")  # fmt: skip
+    plan = plan_build("fp16", options, V11)
+    cmd = trtexec_command(Path("m.onnx"), Path("m.engine"), options, plan, 15, (32, 64))
+    assert cmd[:3] == ["trtexec", "--onnx=m.onnx", "--saveEngine=m.engine"]
+    assert "--minShapes=x:1x15x32x64,lead_times:1" in cmd
+    assert "--optShapes=x:2x15x32x64,lead_times:2" in cmd
+    assert "--maxShapes=x:4x15x32x64,lead_times:4" in cmd
+    assert {"--stronglyTyped", "--memPoolSize=workspace:4096M", "--builderOptimizationLevel=5", "--versionCompatible",
+            "--excludeLeanRuntime", "--hardwareCompatibilityLevel=ampere+"} <= set(cmd)  # fmt: skip
+    assert "--fp16" not in cmd
+    flag_plan = plan_build("fp32", EngineOptions(precision="fp16"), V10_13)
+    flagged = trtexec_command(Path("m.onnx"), Path("m.engine"), EngineOptions(), flag_plan, 15, (32, 64))
+    assert "--fp16" in flagged and "--stronglyTyped" not in flagged
+
+
+# -- engine manifest and compatibility ---------------------------------------------------------------
+
+GPU = GpuInfo("NVIDIA H100 80GB HBM3", "9.0", 80 << 30)
+
+
+def _engine_with_manifest(tmp_path: Path, small_onnx: Path, options: EngineOptions, version: TensorRTVersion) -> Path:
+    """An engine file's manifest round trip; the engine bytes are a placeholder (no TensorRT here)."""
+    engine = tmp_path / "small.engine"
+    write_bytes_atomic(engine, b"placeholder: only the manifest is under test")
+    plan = plan_build("fp16", options, version)
+    manifest = engine_manifest(read_manifest(small_onnx), small_onnx, options, plan, version, GPU.as_dict(), 12.3)
+    write_manifest(engine, manifest)
+    return engine
+
+
+def test_engine_manifest_round_trip(tmp_path: Path, small_onnx: Path) -> None:
+    options = EngineOptions(batch=BatchProfile(1, 2, 4), attention="native", hardware_compat="ampere+")
+    engine = _engine_with_manifest(tmp_path, small_onnx, options, V10_14)
+    manifest = read_manifest(engine)
+    assert manifest["kind"] == "tensorrt-engine"
+    assert manifest["tensorrt"] == {"version": "10.14.1", "major": 10}
+    assert manifest["gpu"]["name"] == GPU.name and manifest["gpu"]["compute_capability"] == "9.0"
+    assert manifest["precision"] == "fp16" and manifest["attention"] == "native"
+    assert manifest["profile"] == {"min": 1, "opt": 2, "max": 4}
+    assert manifest["profiles"][0]["x"]["max"] == [4, 15, 32, 64]
+    assert manifest["source_onnx"]["sha256"] == read_manifest(small_onnx)["sha256"]
+    spec = ModelSpec.from_manifest(manifest)
+    assert spec.batch is None and spec.max_batch == 4 and spec.grid == (32, 64)
+    check_engine_compatibility(manifest, V10_14, GPU)
+
+
+def test_engine_from_another_tensorrt_or_gpu_is_refused(tmp_path: Path, small_onnx: Path) -> None:
+    manifest = read_manifest(_engine_with_manifest(tmp_path, small_onnx, EngineOptions(), V10_13))
+    with pytest.raises(ModelFileError, match=r"built with TensorRT 10\.13\.0 but 10\.14\.1 is installed; rebuild"):
+        check_engine_compatibility(manifest, V10_14, GPU)
+    with pytest.raises(ModelFileError, match=r"compute capability 9\.0.*8\.9"):
+        check_engine_compatibility(manifest, V10_13, GpuInfo("NVIDIA L4", "8.9", 24 << 30))
+    check_engine_compatibility(manifest, V10_13, None)  # no GPU query: the version check alone
+
+
+def test_version_compatible_engines_are_forward_compatible_only(tmp_path: Path, small_onnx: Path) -> None:
+    options = EngineOptions(version_compatible=True, hardware_compat="ampere+")
+    manifest = read_manifest(_engine_with_manifest(tmp_path, small_onnx, options, V10_14))
+    check_engine_compatibility(manifest, V11, GpuInfo("NVIDIA L4", "8.9", 24 << 30))
+    with pytest.raises(ModelFileError, match="forward only"):
+        check_engine_compatibility(manifest, V10_13, GPU)
+    with pytest.raises(ModelFileError, match="Ampere"):
+        check_engine_compatibility(manifest, V10_14, GpuInfo("Tesla T4", "7.5", 16 << 30))
+
+
+# -- without TensorRT --------------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(HAS_TRT, reason="TensorRT is installed on this machine")
+def test_missing_tensorrt_is_one_line_saying_what_to_install() -> None:
+    # tensorrt-stubs leaves an importable `tensorrt` namespace package: it must not count as TensorRT.
+    with pytest.raises(MissingBackendError) as info:
+        import_tensorrt()
+    message = str(info.value)
+    assert message == INSTALL_HINT and "\n" not in message
+    assert "pypi.nvidia.com" in message and "nvcr.io/nvidia/tensorrt" in message
+
+
+def test_runtime_imports_without_tensorrt_and_load_needs_it_only_for_engines(tmp_path: Path, small_onnx: Path) -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; import climax_deploy.runtime as r; "
+        "assert 'tensorrt' not in sys.modules and 'torch' not in sys.modules, sorted(sys.modules)"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+    if not HAS_TRT:
+        from climax_deploy.runtime import load
+
+        engine = _engine_with_manifest(tmp_path, small_onnx, EngineOptions(), V10_13)
+        with pytest.raises(MissingBackendError, match="pip install tensorrt"):
+            load(engine)
+
+
+# -- on a machine with TensorRT and a GPU (scripts/gpu_check.py runs the full matrix) ------------------
+
+
+@pytest.mark.gpu
+@pytest.mark.tensorrt
+@pytest.mark.skipif(not HAS_TRT, reason="needs TensorRT (only its stubs are installed here)")
+@pytest.mark.parametrize("attention", ["inline", "native"])
+def test_small_fp16_engine_builds_and_passes_parity(attention: str, tmp_path: Path) -> None:
+    from climax_deploy.export.cli import main as export_main
+    from climax_deploy.export.tensorrt_build import build_engine
+    from climax_deploy.runtime import load
+    from climax_deploy.validate.parity import run_parity
+
+    onnx_path = tmp_path / "small16.onnx"
+    assert export_main(["--preset", "small", "--precision", "fp16", "-o", str(onnx_path), "-q"]) == 0
+    engine = tmp_path / f"small16.{attention}.engine"
+    build_engine(onnx_path, engine, EngineOptions(batch=BatchProfile(1, 2, 2), attention=attention))
+    with load(engine) as forecaster:
+        x = np.zeros((2, 15, 32, 64), np.float32)
+        assert forecaster.predict(x, np.array([24.0, 48.0], np.float32)).shape == (2, 6, 32, 64)
+    assert run_parity(engine, ("mountain", "flat")).passed
