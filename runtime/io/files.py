@@ -1,0 +1,102 @@
+"""Reading analysis files and writing forecast files (NetCDF or zarr), atomically.
+
+xarray, netCDF4 and zarr are the optional `io` extra, imported on first use with an install hint.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from climax_deploy.artifacts import atomic_path
+from climax_deploy.errors import BadInputError, MissingBackendError
+
+if TYPE_CHECKING:
+    import xarray as xr
+
+IO_HINT = "pip install 'climax-deploy[io]' (xarray, netCDF4, zarr)"
+NETCDF_SUFFIXES = (".nc", ".nc4", ".netcdf")
+ZARR_SUFFIX = ".zarr"
+
+
+def import_xarray() -> Any:
+    try:
+        import xarray
+    except ImportError as exc:
+        raise MissingBackendError(f"xarray is not installed: {IO_HINT}") from exc
+    return xarray
+
+
+def file_format(path: str | os.PathLike[str]) -> str:
+    """'netcdf' or 'zarr' from the suffix; anything else is a user mistake."""
+    suffix = Path(path).suffix.lower()
+    if suffix in NETCDF_SUFFIXES:
+        return "netcdf"
+    if suffix == ZARR_SUFFIX:
+        return "zarr"
+    raise BadInputError(f"{path}: expected a NetCDF (.nc) or zarr (.zarr) path, got suffix {suffix or 'none'!r}")
+
+
+def open_dataset(path: str | os.PathLike[str]) -> xr.Dataset:
+    """Open a NetCDF file or zarr store and load it into memory (files are closed on return)."""
+    xr = import_xarray()
+    path = Path(path)
+    fmt = file_format(path)
+    if not path.exists():
+        raise BadInputError(f"{path} does not exist")
+    try:
+        if fmt == "zarr":
+            _require("zarr")
+            with xr.open_zarr(path, consolidated=None) as ds:
+                return ds.load()
+        _require("netCDF4")
+        with xr.open_dataset(path, engine="netcdf4") as ds:
+            return ds.load()
+    except (OSError, ValueError, KeyError) as exc:
+        raise BadInputError(f"{path}: cannot read it as {fmt} ({exc})") from exc
+
+
+def write_dataset(ds: xr.Dataset, path: str | os.PathLike[str]) -> Path:
+    """Write NetCDF (compressed float32) or zarr; a crash leaves no half-written file behind."""
+    path = Path(path)
+    fmt = file_format(path)
+    encoding = {name: {"dtype": "float32", "_FillValue": float("nan")} for name in ds.data_vars}
+    if fmt == "netcdf":
+        _require("netCDF4")
+        for enc in encoding.values():
+            enc.update(zlib=True, complevel=4)
+        with atomic_path(path) as tmp:
+            ds.to_netcdf(tmp, engine="netcdf4", encoding=encoding)
+        return path
+    _require("zarr")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        store = tmp_dir / path.name
+        ds.to_zarr(store, mode="w", encoding=encoding, consolidated=True)
+        _replace_dir(store, path)
+    finally:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+    return path
+
+
+def _replace_dir(new: Path, final: Path) -> None:
+    """Move the finished store `new` to `final`; an old `final` is moved aside first, then deleted."""
+    if final.exists():
+        old = final.with_name(f".{final.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(final, old)
+        os.replace(new, final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(new, final)
+
+
+def _require(module: str) -> None:
+    try:
+        __import__(module)
+    except ImportError as exc:
+        raise MissingBackendError(f"{module} is not installed: {IO_HINT}") from exc

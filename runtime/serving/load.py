@@ -1,0 +1,227 @@
+"""`climax-load-test`: concurrent gRPC clients against a loopback Triton server, bounded in requests
+and time; reports p50/p90/p99 latency and throughput. Optionally starts the server itself (--serve).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import socket
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from climax_deploy.cli import EXIT_FAILED, EXIT_OK, ArgParser, run_cli
+from climax_deploy.errors import BadInputError, MissingBackendError
+from climax_deploy.schema import INPUT_NAME, LEAD_TIMES_NAME, OUTPUT_NAME
+
+CLIENT_HINT = "pip install 'tritonclient[grpc]' (in the 'serve' and 'test' extras)"
+
+
+def import_grpc_client() -> Any:
+    try:
+        import tritonclient.grpc as grpcclient
+    except (ImportError, RuntimeError) as exc:  # tritonclient raises RuntimeError without its grpc extra
+        raise MissingBackendError(f"tritonclient's gRPC client is not installed: {CLIENT_HINT}") from exc
+    return grpcclient
+
+
+def check_loopback(url: str) -> tuple[str, int]:
+    """'127.0.0.1:8001' -> (host, port); anything that is not a loopback address is refused."""
+    host, sep, port = url.rpartition(":")
+    if not sep or not port.isdigit():
+        raise BadInputError(f"--url must be HOST:PORT (gRPC), got {url!r}")
+    host = host.strip("[]")
+    try:
+        addresses = {info[4][0] for info in socket.getaddrinfo(host, int(port), proto=socket.IPPROTO_TCP)}
+    except socket.gaierror as exc:
+        raise BadInputError(f"cannot resolve {host!r}: {exc}") from exc
+    if not addresses or not all(ipaddress.ip_address(a.split("%")[0]).is_loopback for a in addresses):
+        raise BadInputError(f"the load test runs against loopback only (127.0.0.1, ::1, localhost), got {host!r}")
+    return host, int(port)
+
+
+@dataclass
+class LoadResult:
+    """Latencies of completed requests and what they add up to."""
+
+    url: str
+    model_name: str
+    concurrency: int
+    batch: int
+    requests: int
+    errors: int
+    wall_s: float
+    latencies_ms: list[float] = field(repr=False)
+    first_error: str | None = None
+
+    def percentile(self, q: float) -> float:
+        return float(np.percentile(self.latencies_ms, q)) if self.latencies_ms else float("nan")
+
+    @property
+    def throughput_rps(self) -> float:
+        return len(self.latencies_ms) / self.wall_s if self.wall_s > 0 else float("nan")
+
+    def summary(self) -> dict[str, Any]:
+        out = {k: v for k, v in asdict(self).items() if k != "latencies_ms"}
+        out.update(
+            completed=len(self.latencies_ms),
+            p50_ms=self.percentile(50), p90_ms=self.percentile(90), p99_ms=self.percentile(99),
+            mean_ms=float(np.mean(self.latencies_ms)) if self.latencies_ms else float("nan"),
+            throughput_rps=self.throughput_rps, throughput_samples_per_s=self.throughput_rps * self.batch,
+        )  # fmt: skip
+        return out
+
+
+def model_input_dims(client: Any, model_name: str) -> tuple[int, ...]:
+    """x's per-sample dims [V, H, W] from the server's model config."""
+    config = client.get_model_config(model_name).config
+    for tensor in config.input:
+        if tensor.name == INPUT_NAME:
+            return tuple(int(d) for d in tensor.dims)
+    raise BadInputError(f"model {model_name!r} has no input {INPUT_NAME!r}; is it a climax-deploy model?")
+
+
+def make_inputs(grpcclient: Any, dims: Sequence[int], batch: int, seed: int) -> list[Any]:
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((batch, *dims)).astype(np.float32)  # standardised fields
+    lead = rng.choice(np.array([12.0, 24.0, 48.0, 96.0], dtype=np.float32), size=(batch, 1))
+    ix = grpcclient.InferInput(INPUT_NAME, list(x.shape), "FP32")
+    ix.set_data_from_numpy(x)
+    il = grpcclient.InferInput(LEAD_TIMES_NAME, list(lead.shape), "FP32")
+    il.set_data_from_numpy(lead)
+    return [ix, il]
+
+
+def run_load(
+    url: str,
+    model_name: str = "climax",
+    concurrency: int = 4,
+    requests: int = 64,
+    duration_s: float = 60.0,
+    batch: int = 1,
+    warmup: int = 1,
+    timeout_s: float = 600.0,
+) -> LoadResult:
+    """`concurrency` threads send up to `requests` requests in all, stopping at `duration_s`."""
+    if concurrency < 1 or requests < 1 or batch < 1 or duration_s <= 0:
+        raise BadInputError("concurrency, requests and batch must be >= 1 and duration > 0")
+    check_loopback(url)
+    grpcclient = import_grpc_client()
+    with grpcclient.InferenceServerClient(url) as probe:
+        if not probe.is_model_ready(model_name):
+            raise BadInputError(f"model {model_name!r} is not ready on {url}")
+        dims = model_input_dims(probe, model_name)
+        for _ in range(warmup):  # first requests pay for lazy initialisation; not counted
+            probe.infer(model_name, make_inputs(grpcclient, dims, batch, 0), client_timeout=timeout_s)
+    lock = threading.Lock()
+    issued = 0
+    latencies: list[float] = []
+    errors: list[str] = []
+    deadline = time.monotonic() + duration_s
+
+    def client_loop(worker: int) -> None:
+        nonlocal issued
+        inputs = make_inputs(grpcclient, dims, batch, seed=worker + 1)
+        outputs = [grpcclient.InferRequestedOutput(OUTPUT_NAME)]
+        with grpcclient.InferenceServerClient(url) as client:
+            while True:
+                with lock:
+                    if issued >= requests or time.monotonic() >= deadline:
+                        return
+                    issued += 1
+                began = time.perf_counter()
+                try:
+                    client.infer(model_name, inputs, outputs=outputs, client_timeout=timeout_s)
+                except Exception as exc:  # tritonclient raises InferenceServerException and grpc errors
+                    with lock:
+                        errors.append(str(exc).splitlines()[0])
+                    continue
+                elapsed_ms = (time.perf_counter() - began) * 1e3
+                with lock:
+                    latencies.append(elapsed_ms)
+
+    threads = [threading.Thread(target=client_loop, args=(i,), daemon=True) for i in range(concurrency)]
+    began = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - began
+    return LoadResult(url, model_name, concurrency, batch, issued, len(errors), wall, latencies,
+                      errors[0] if errors else None)  # fmt: skip
+
+
+def build_parser() -> ArgParser:
+    p = ArgParser(
+        prog="climax-load-test",
+        description=(
+            "Load-test a climax-deploy model on Triton Inference Server over gRPC, loopback only: "
+            "concurrent clients, bounded by --requests and --duration; prints p50/p90/p99 latency and "
+            "throughput. Either target a running server (--url) or start one (--serve MODEL, run by "
+            "--server-python, a Python >= 3.12 environment with the 'serve' extra)."
+        ),
+    )
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument("--url", help="gRPC address of a running server, e.g. 127.0.0.1:8001")
+    target.add_argument("--serve", type=Path, metavar="MODEL", help="start climax-serve on this model first")
+    p.add_argument("--server-python", default=sys.executable, help="Python that runs climax-serve (default: this one)")
+    p.add_argument("--instances", type=int, default=1, help="model instances when starting the server (default 1)")
+    p.add_argument("--max-batch", type=int, default=4, help="server's dynamic batch limit (default 4)")
+    p.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads per instance")
+    p.add_argument("--model-name", default="climax", help="model name on the server (default climax)")
+    p.add_argument("-c", "--concurrency", type=int, default=4, help="concurrent clients (default 4)")
+    p.add_argument("-n", "--requests", type=int, default=64, help="requests in all (default 64)")
+    p.add_argument("--duration", type=float, default=120.0, help="stop issuing requests after this many s (default 120)")
+    p.add_argument("--batch", type=int, default=1, help="samples per request (default 1)")
+    p.add_argument("--json", type=Path, help="write the summary as JSON here")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.serve is not None:
+        from climax_deploy.runtime.serving.launch import ServerProcess
+
+        print(f"[climax-load-test] starting climax-serve on {args.serve} ...", file=sys.stderr, flush=True)
+        with ServerProcess(args.serve, python=args.server_python, model_name=args.model_name,
+                           instances=args.instances, max_batch=args.max_batch, threads=args.threads) as server:  # fmt: skip
+            result = _run(args, server.grpc_url)
+    else:
+        result = _run(args, args.url)
+    summary = result.summary()
+    if args.serve is not None:
+        summary.update(model_file=str(args.serve), instances=args.instances, max_batch=args.max_batch)
+    print(
+        f"{summary['completed']} requests ({result.batch} sample(s) each, {result.concurrency} clients) in "
+        f"{result.wall_s:.1f} s: p50 {summary['p50_ms']:.1f} ms, p90 {summary['p90_ms']:.1f} ms, "
+        f"p99 {summary['p99_ms']:.1f} ms, {summary['throughput_rps']:.2f} req/s, "
+        f"{summary['throughput_samples_per_s']:.2f} samples/s, {result.errors} errors"
+    )
+    if result.first_error:
+        print(f"first error: {result.first_error}", file=sys.stderr)
+    if args.json is not None:
+        from climax_deploy.artifacts import write_json_atomic
+
+        write_json_atomic(args.json, summary)
+    return EXIT_OK if result.errors == 0 and result.latencies_ms else EXIT_FAILED
+
+
+def _run(args: Any, url: str) -> LoadResult:
+    print(f"[climax-load-test] {args.concurrency} clients, up to {args.requests} requests or {args.duration:g} s "
+          f"against {url} ...", file=sys.stderr, flush=True)  # fmt: skip
+    return run_load(url, args.model_name, args.concurrency, args.requests, args.duration, args.batch)
+
+
+def entry() -> None:
+    sys.exit(run_cli("climax-load-test", main))
+
+
+if __name__ == "__main__":
+    entry()

@@ -1,0 +1,230 @@
+"""`climax-serve`: the toolkit's forecaster behind Triton Inference Server (via nvidia-pytriton).
+
+Triton takes the HTTP/gRPC traffic and batches requests dynamically; each model instance is one
+`climax_deploy.runtime` forecaster (ONNX Runtime or TensorRT) in a torch-free Python process.
+pytriton's Python backend needs Python >= 3.12 (see docs/operations.md); the model's inputs and
+outputs are those of `predict`: x [B, V, H, W] and lead_times [B, 1] (hours) in, y [B, O, H, W] out,
+all float32 and standardised.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import sys
+import sysconfig
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from types import FrameType
+from typing import Any
+
+import numpy as np
+
+from climax_deploy.cli import EXIT_OK, ArgParser, run_cli
+from climax_deploy.errors import BadInputError, MissingBackendError
+from climax_deploy.runtime.base import Forecaster
+from climax_deploy.schema import INPUT_NAME, LEAD_TIMES_NAME, OUTPUT_NAME
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL_NAME = "climax"
+DEFAULT_HOST = "127.0.0.1"
+SERVE_HINT = "pip install 'climax-deploy[serve,cpu]' in a Python >= 3.12 environment (nvidia-pytriton)"
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    model_name: str = DEFAULT_MODEL_NAME
+    host: str = DEFAULT_HOST
+    http_port: int = 8000
+    grpc_port: int = 8001
+    metrics_port: int | None = None  # None: metrics endpoint off
+    instances: int = 1
+    max_batch: int = 4
+    max_queue_delay_us: int = 2000
+    threads: int | None = None  # intra-op threads per instance
+
+
+def import_pytriton() -> Any:
+    if sys.version_info < (3, 12):
+        raise MissingBackendError(
+            f"pytriton's Python backend needs Python >= 3.12, this is {sys.version.split()[0]}: {SERVE_HINT}"
+        )
+    try:
+        import pytriton.triton
+    except ImportError as exc:
+        raise MissingBackendError(f"nvidia-pytriton is not installed: {SERVE_HINT}") from exc
+    return pytriton
+
+
+def preferred_batch_sizes(max_batch: int) -> list[int]:
+    """Powers of two up to the limit, plus the limit: what the dynamic batcher tries to form."""
+    sizes = [b for b in (1, 2, 4, 8, 16, 32, 64) if b <= max_batch]
+    return sorted(set(sizes + [max_batch]))
+
+
+def batch_predict(forecaster: Forecaster, x: np.ndarray, lead_times: np.ndarray) -> np.ndarray:
+    """`predict` for any batch: padded to a fixed-batch model, split at an engine's limit."""
+    fixed, limit = forecaster.spec.batch, forecaster.spec.max_batch
+    step = fixed or limit or x.shape[0]
+    outputs = []
+    for start in range(0, x.shape[0], step):
+        xb, lb = x[start : start + step], lead_times[start : start + step]
+        n = xb.shape[0]
+        if fixed is not None and n < fixed:  # repeat the last sample to fill the fixed batch
+            xb = np.concatenate([xb, np.repeat(xb[-1:], fixed - n, axis=0)])
+            lb = np.concatenate([lb, np.repeat(lb[-1:], fixed - n)])
+        outputs.append(forecaster.predict(np.ascontiguousarray(xb), lb)[:n])
+    return np.concatenate(outputs)
+
+
+def make_infer_function(forecaster: Forecaster) -> Callable[..., Any]:
+    """A pytriton inference callable (batched requests in, batched outputs out) for one instance."""
+    from pytriton.decorators import batch
+
+    @batch  # type: ignore[misc]
+    def infer(**inputs: np.ndarray) -> dict[str, np.ndarray]:
+        x = inputs[INPUT_NAME].astype(np.float32, copy=False)  # [B, V, H, W]
+        lead = inputs[LEAD_TIMES_NAME].astype(np.float32, copy=False).reshape(-1)  # [B, 1] -> [B]
+        return {OUTPUT_NAME: batch_predict(forecaster, x, lead)}
+
+    return infer  # type: ignore[no-any-return]
+
+
+def bind_forecasters(triton: Any, forecasters: Sequence[Forecaster], options: ServeOptions) -> None:
+    """Bind one model (one instance per forecaster) with dynamic batching."""
+    from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
+
+    spec = forecasters[0].spec
+    h, w = spec.grid
+    max_batch = options.max_batch if spec.max_batch is None else min(options.max_batch, spec.max_batch)
+    triton.bind(
+        model_name=options.model_name,
+        infer_func=[make_infer_function(f) for f in forecasters],
+        inputs=[
+            Tensor(name=INPUT_NAME, dtype=np.float32, shape=(len(spec.variables), h, w)),
+            Tensor(name=LEAD_TIMES_NAME, dtype=np.float32, shape=(1,)),
+        ],
+        outputs=[Tensor(name=OUTPUT_NAME, dtype=np.float32, shape=(len(spec.output_variables), h, w))],
+        config=ModelConfig(
+            max_batch_size=max_batch,
+            batcher=DynamicBatcher(
+                max_queue_delay_microseconds=options.max_queue_delay_us,
+                preferred_batch_size=preferred_batch_sizes(max_batch),
+            ),
+        ),
+        strict=True,
+    )
+
+
+def triton_config(options: ServeOptions) -> Any:
+    from pytriton.triton import TritonConfig
+
+    return TritonConfig(
+        http_address=options.host,
+        http_port=options.http_port,
+        grpc_address=options.host,
+        grpc_port=options.grpc_port,
+        allow_metrics=options.metrics_port is not None,
+        metrics_address=options.host if options.metrics_port is not None else None,
+        metrics_port=options.metrics_port,
+        allow_sagemaker=False,
+        allow_vertex_ai=False,
+        exit_on_error=True,
+        log_verbose=0,
+    )
+
+
+def expose_libpython() -> None:
+    """Triton's Python backend stub links libpython; a shared build outside the loader's path
+    (pyenv, conda) is found through LD_LIBRARY_PATH, which the server's children inherit."""
+    libdir = sysconfig.get_config_var("LIBDIR")
+    if not libdir or not sysconfig.get_config_var("Py_ENABLE_SHARED"):
+        return
+    paths = [p for p in os.environ.get("LD_LIBRARY_PATH", "").split(os.pathsep) if p]
+    if libdir not in paths:
+        os.environ["LD_LIBRARY_PATH"] = os.pathsep.join([libdir, *paths])
+
+
+def serve(model_path: str, options: ServeOptions, load_options: dict[str, Any] | None = None) -> None:
+    """Load `options.instances` forecasters and serve them until SIGINT/SIGTERM."""
+    import_pytriton()
+    from pytriton.triton import Triton
+
+    from climax_deploy.runtime import load
+
+    if options.instances < 1 or options.max_batch < 1:
+        raise BadInputError(f"instances and max batch must be >= 1, got {options.instances} and {options.max_batch}")
+    forecasters = [load(model_path, **(load_options or {})) for _ in range(options.instances)]
+
+    def _terminate(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _terminate)
+    expose_libpython()
+    try:
+        with tempfile.TemporaryDirectory(prefix="climax-serve-") as workspace, Triton(
+            config=triton_config(options), workspace=os.path.join(workspace, "pytriton")
+        ) as triton:
+            bind_forecasters(triton, forecasters, options)
+            triton.run()
+            ready = {
+                "ready": True, "model": options.model_name, "host": options.host, "http_port": options.http_port,
+                "grpc_port": options.grpc_port, "instances": options.instances, "backend": forecasters[0].backend,
+            }  # fmt: skip
+            print(json.dumps(ready), flush=True)  # one line on stdout: launchers wait for it
+            triton.serve()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for f in forecasters:
+            f.close()
+
+
+def build_parser() -> ArgParser:
+    p = ArgParser(
+        prog="climax-serve",
+        description=(
+            "Serve an exported model (.onnx, or .engine with TensorRT) on Triton Inference Server through "
+            "nvidia-pytriton, with dynamic batching. Inputs x [B, V, H, W] and lead_times [B, 1], output y, "
+            "float32, standardised. Needs Python >= 3.12 and the 'serve' extra. Binds to 127.0.0.1 unless "
+            "--host says otherwise. Prints one JSON line when ready; stops on Ctrl-C or SIGTERM."
+        ),
+    )
+    p.add_argument("model", help="model artifact (.onnx or .engine) with its manifest")
+    p.add_argument("--name", default=DEFAULT_MODEL_NAME, help=f"model name on the server (default {DEFAULT_MODEL_NAME})")
+    p.add_argument("--host", default=DEFAULT_HOST, help=f"address to bind (default {DEFAULT_HOST}: loopback only)")
+    p.add_argument("--http-port", type=int, default=8000)
+    p.add_argument("--grpc-port", type=int, default=8001)
+    p.add_argument("--metrics-port", type=int, default=None, help="Prometheus metrics port (default: off)")
+    p.add_argument("--instances", type=int, default=1, help="model instances (one forecaster each; default 1)")
+    p.add_argument("--max-batch", type=int, default=4, help="dynamic batcher's maximum batch (default 4)")
+    p.add_argument("--max-queue-delay-us", type=int, default=2000, help="batcher's queue delay (default 2000 us)")
+    p.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads per instance")
+    p.add_argument("--providers", default="auto", help="ONNX Runtime providers: auto (default), cpu or cuda")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    options = ServeOptions(
+        model_name=args.name, host=args.host, http_port=args.http_port, grpc_port=args.grpc_port,
+        metrics_port=args.metrics_port, instances=args.instances, max_batch=args.max_batch,
+        max_queue_delay_us=args.max_queue_delay_us, threads=args.threads,
+    )  # fmt: skip
+    load_options: dict[str, Any] = {}
+    if str(args.model).endswith(".onnx"):
+        load_options = {"providers": args.providers, "threads": args.threads}
+    serve(args.model, options, load_options)
+    return EXIT_OK
+
+
+def entry() -> None:
+    sys.exit(run_cli("climax-serve", main))
+
+
+if __name__ == "__main__":
+    entry()
