@@ -34,6 +34,10 @@ def build_parser() -> ArgParser:
                    help="fp32 (default) or fp16: FP16 compute with FP32 islands for the elevation path, the "
                         "attention bias and softmax, LayerNorm, reductions and the output head; inputs and "
                         "outputs stay float32 (what TensorRT 11's strongly typed builds need)")  # fmt: skip
+    p.add_argument("--stats", type=Path, metavar="FILE",
+                   help="standardisation (mean, std) per variable in physical units, overriding the author's "
+                        "constants for the variables it names: JSON {var: [mean, std]} or NetCDF (variables "
+                        "'mean' and 'std' along a 'variable' dim); stored in the manifest for the runtime")  # fmt: skip
     p.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
     return p
 
@@ -51,6 +55,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     resolve_config(source)  # fail fast, before any progress output, on a bad preset or config
     if args.output.suffix != ".onnx":
         raise BadInputError(f"--output must end in .onnx, got {str(args.output)!r}")
+    stats = None
+    if args.stats is not None:  # fail fast on a bad stats file, before the slow model build
+        from climax_deploy.runtime.io.stats import merge_stats, read_stats_file
+
+        stats = read_stats_file(args.stats)
+        merge_stats(stats, resolve_config(source).variables, str(args.stats))
     progress = Progress("export-onnx", enabled=not args.quiet)
     with progress.stage("building the PyTorch model"):
         model = build_model(source, seed=args.seed, checkpoint=args.checkpoint)
@@ -62,7 +72,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.checkpoint is None
         else {"path": str(args.checkpoint.resolve()), "sha256": sha256_file(args.checkpoint)},
     }
-    options = ExportOptions(opset=args.opset or DEFAULT_OPSET, batch=args.batch, precision=args.precision)
+    options = ExportOptions(opset=args.opset or DEFAULT_OPSET, batch=args.batch, precision=args.precision,
+                            standardisation=stats)  # fmt: skip
+    if args.stats is not None:
+        provenance["stats_file"] = {"path": str(args.stats.resolve()), "sha256": sha256_file(args.stats)}
     export_onnx(model, args.output, options, provenance, progress)
     total = sum(progress.timings.values())
     print(f"wrote {args.output} and {args.output}.manifest.json ({model.config.num_patches} patches, "

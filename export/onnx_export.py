@@ -32,7 +32,9 @@ from climax_deploy.schema import (
     INPUT_NAME,
     LEAD_TIMES_NAME,
     OUTPUT_NAME,
+    STANDARDISATION_EPS,
 )
+from climax_deploy.runtime.io.stats import merge_stats
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +49,8 @@ class ExportOptions:
     batch: int | None = None  # None: dynamic batch
     precision: str = "fp32"
     external_data_threshold: int = PROTOBUF_LIMIT
+    # {variable: (mean, std)} overriding the author's constants; recorded in the manifest (issue 6).
+    standardisation: dict[str, tuple[float, float]] | None = None
 
 
 class _ExportWrapper(torch.nn.Module):
@@ -140,6 +144,12 @@ def build_manifest(model: ClimaX, options: ExportOptions, provenance: dict[str, 
         "num_patches": cfg.num_patches,
         "model_config": cfg.to_dict(),
         "custom_op": {"domain": CUSTOM_DOMAIN, "name": CUSTOM_OP, "version": CUSTOM_OP_VERSION},
+        # (mean, std) per variable in physical units, the runtime's standardisation (runtime/io/stats.py).
+        "standardisation": {
+            name: [float(m), float(s)]
+            for name, (m, s) in merge_stats(options.standardisation, cfg.variables, "standardisation").items()
+        },
+        "standardisation_eps": STANDARDISATION_EPS,
         "opset": options.opset,
         "versions": versions(),
         "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
