@@ -79,7 +79,7 @@ def test_tensorrt_modules_typecheck_against_the_stubs(tmp_path: Path) -> None:
     pytest.importorskip("mypy")
     root = typecheck_root(tmp_path / "root")
     env = {**os.environ, "MYPYPATH": str(root)}
-    files = [str(root / "climax_deploy" / path) for path in CHECKED]
+    files = [str(root / "climax_deploy" / path) for path in CHECKED] + [str(ROOT / "scripts" / "gpu_check.py")]
     result = subprocess.run(
         [sys.executable, "-m", "mypy", "--config-file", str(ROOT / "pyproject.toml"), "--no-incremental",
          "--follow-imports=silent",  # report our TensorRT-facing files; read the rest only for types
