@@ -84,7 +84,9 @@ class PhysicalForecaster:
 
             self.model = load(model, **load_options)
         self.spec = self.model.spec
-        self.standardisation = standardisation or Standardisation.from_manifest(self.spec.manifest)
+        self.standardisation = standardisation or Standardisation.from_manifest(
+            self.spec.manifest, f"the manifest of {self.spec.manifest.get('file', 'the model')}"
+        )
         self.batch_size = self._batch_size(batch_size)
 
     # -- batching ---------------------------------------------------------------------------------
