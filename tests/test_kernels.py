@@ -17,20 +17,14 @@ os.environ["TRITON_INTERPRET"] = "1"  # before triton's first import: it fixes i
 
 import pytest
 import torch
-from climax_deploy.model.physics_attention import (
-    elevation_bias,
-    literal_elevation_attention,
-)
-from climax_deploy.runtime.kernels import launch
 
 from climax_deploy.errors import BadInputError
+from climax_deploy.model.physics_attention import elevation_bias, literal_elevation_attention
+from climax_deploy.runtime.kernels import launch
 
 triton = pytest.importorskip("triton")
 
-from climax_deploy.runtime.kernels import (
-    elevation_attention,
-    triton_attention,
-)
+from climax_deploy.runtime.kernels import elevation_attention, triton_attention, trt_plugin  # noqa: E402
 
 TOLERANCES = {
     torch.float32: (2e-5, 1e-5),
@@ -182,8 +176,6 @@ def test_launch_config_grid_and_precision() -> None:
 
 
 # --- TensorRT plugin: what can be checked without TensorRT (type/shape rules, ABI, PTX, launch) ---
-
-from climax_deploy.runtime.kernels import trt_plugin
 
 
 def test_plugin_identity_matches_the_onnx_node() -> None:

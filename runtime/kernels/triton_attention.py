@@ -21,14 +21,10 @@ from typing import Any
 
 import torch
 import triton.language as tl
-from climax_deploy.runtime.kernels.checks import TORCH_DTYPES, check_inputs
-from climax_deploy.runtime.kernels.launch import (
-    EXPONENT_CLAMP,
-    LaunchConfig,
-    launch_config,
-)
 
 from climax_deploy.errors import BadInputError
+from climax_deploy.runtime.kernels.checks import TORCH_DTYPES, check_inputs
+from climax_deploy.runtime.kernels.launch import EXPONENT_CLAMP, LaunchConfig, launch_config
 from climax_deploy.schema import MASK_FLOOR
 
 _LOG2E = tl.constexpr(1.4426950408889634)

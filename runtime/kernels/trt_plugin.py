@@ -21,13 +21,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from climax_deploy.runtime.kernels.launch import (
-    LaunchConfig,
-    launch_config,
-    split_head_dim,
-)
-
 from climax_deploy.errors import BadInputError, MissingBackendError
+from climax_deploy.runtime.kernels.launch import LaunchConfig, launch_config, split_head_dim
 from climax_deploy.schema import CUSTOM_DOMAIN, CUSTOM_OP, CUSTOM_OP_VERSION
 
 if TYPE_CHECKING:
