@@ -41,6 +41,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+SOURCE_ONLY_KEYS = frozenset({"format", "file", "sha256", "kind", "external_data", "opset", "custom_op", "versions",
+                              "created_utc", "batch", "precision"})  # fmt: skip
 HARDWARE_COMPAT_ENUM = {"none": "NONE", "ampere+": "AMPERE_PLUS", "same-cc": "SAME_COMPUTE_CAPABILITY"}
 
 
@@ -222,7 +224,11 @@ def engine_manifest(
     """The engine's manifest: what runs it (TensorRT, GPU), how it was built, and the model contract."""
     shapes = options.batch.input_shapes(len(source["variables"]), (int(source["grid"][0]), int(source["grid"][1])))
     batch: Any = options.batch.min if options.batch.min == options.batch.max else "dynamic"
+    # Everything the export recorded about the model (config, standardisation, provenance, ...) carries
+    # over; what describes the ONNX file itself is replaced by the engine's own entries below.
+    inherited = {k: v for k, v in source.items() if k not in SOURCE_ONLY_KEYS}
     return {
+        **inherited,
         "kind": ENGINE_KIND,
         "precision": plan.precision,
         "build_path": plan.path,

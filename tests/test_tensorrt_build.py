@@ -232,3 +232,14 @@ def test_small_fp16_engine_builds_and_passes_parity(attention: str, tmp_path: Pa
         x = np.zeros((2, 15, 32, 64), np.float32)
         assert forecaster.predict(x, np.array([24.0, 48.0], np.float32)).shape == (2, 6, 32, 64)
     assert run_parity(engine, ("mountain", "flat")).passed
+
+
+def test_engine_manifest_carries_the_export_record(tmp_path: Path, small_onnx: Path) -> None:
+    source = read_manifest(small_onnx)
+    manifest = read_manifest(_engine_with_manifest(tmp_path, small_onnx, EngineOptions(), V10_13))
+    for key in ("model_config", "variables", "output_variables", "grid", "seed"):
+        assert manifest[key] == source[key]
+    for key in set(source) - {"format", "file", "sha256", "kind", "external_data", "opset", "custom_op",
+                              "versions", "created_utc", "batch", "precision"}:  # fmt: skip
+        assert manifest[key] == source[key], key
+    assert manifest["kind"] == "tensorrt-engine" and manifest["file"] == "small.engine"
