@@ -7,9 +7,9 @@ because float16 breaks physics or stability there:
   relief is ~2.05 +- 5e-6 in the data loader's standardised units; float16's spacing at 2.05 is 2e-3,
   so in float16 the relief vanishes (the plateau turns "flat") or the range rounds to a tiny
   non-zero value and the normalisation amplifies rounding noise.
-- the bias and softmax inside ElevationAttention (the function body is rewritten so that the scores
-  are cast up, the bias is added and the softmax taken in float32, and only the probabilities go back
-  to float16 for the value matmul);
+- the bias and softmax inside ElevationAttention, and the softmax of any other model-local function
+  (`float32_softmax`: scores cast up, bias added and softmax taken in float32, only the probabilities
+  go back to float16 for the value matmul);
 - LayerNormalization, Softmax and reductions;
 - the output head (everything after the last LayerNormalization, see `output_head`).
 Inputs and outputs stay float32 unless `keep_io_types=False`.
@@ -167,7 +167,7 @@ class ConvertToFp16(GraphPass):
         graph.node.extend(new_nodes)
         graph.initializer.extend(plan.new_initializers)
         del graph.value_info[:]  # stale float32 annotations; shape inference rebuilds them
-        mixed_precision_body(elevation_functions(model)[0])
+        mixed_precision_bodies(model)
         model.metadata_props.add(key=ISLAND_METADATA_KEY, value=", ".join(island_description()))
         return PassResult(model, modified=True)
 
@@ -292,42 +292,81 @@ def _to_float16(init: onnx.TensorProto) -> onnx.TensorProto:
     return numpy_helper.from_array(values.astype(np.float16), init.name)
 
 
-def mixed_precision_body(function: onnx.FunctionProto) -> None:
-    """Rewrite ElevationAttention's body so bias + softmax run in the elevation's dtype (float32).
+def float32_softmax(nodes: list[onnx.NodeProto], tag: str = "") -> list[onnx.NodeProto]:
+    """Nodes of a function body (or subgraph) with every Softmax, and the Add feeding it, in float32.
 
-    Before: bias = CastLike(bias4, scaled); logits = scaled + bias; probs = Softmax(logits).
-    After:  logits = CastLike(scaled, bias4) + bias4; probs = CastLike(Softmax(logits), v).
-    With float32 q, k, v the added casts are no-ops, so the body stays correct at any precision.
+    - Softmax(s)                 ->  CastLike(Softmax(Cast(s, FLOAT)), s)
+    - Softmax(Add(a, b))         ->  CastLike(Softmax(Add(Cast(a, FLOAT), Cast(b, FLOAT))), a)
+    - an Add input made by CastLike(x, like) (a bias cast down to the scores' dtype) is read as x
+      itself, so the bias is never rounded to float16: ElevationAttention's bias stays float32;
+    - ONNX Attention nodes get softmax_precision = FLOAT.
+    With float32 inputs every added cast is a no-op, so the body stays right at any precision.
+    Works on any body shape, including Loop/Scan/If subgraphs (head-by-head bodies).
     """
-    nodes = list(function.node)
-    softmax = [n for n in nodes if n.op_type == "Softmax"]
-    if len(softmax) != 1:
-        raise ExportError(f"expected one Softmax in the {function.name} body, found {len(softmax)}")
     producer = {out: n for n in nodes for out in n.output}
-    add = producer.get(softmax[0].input[0])
-    if add is None or add.op_type != "Add":
-        raise ExportError(f"{function.name} body: Softmax input is not an Add; the body changed, update fp16.py")
-    cast_bias = producer.get(add.input[1])
-    if cast_bias is None or cast_bias.op_type != "CastLike":
-        raise ExportError(f"{function.name} body: the bias is not CastLike'd to the scores; update fp16.py")
-    scores, bias_hp = add.input[0], cast_bias.input[0]
-    probs_hp = f"{softmax[0].output[0]}_hp"
-    matmul = [n for n in nodes if n.op_type == "MatMul" and softmax[0].output[0] in n.input]
-    if len(matmul) != 1:
-        raise ExportError(f"{function.name} body: expected one MatMul consuming the probabilities")
-    value = [i for i in matmul[0].input if i != softmax[0].output[0]][0]
-
-    cast_bias.CopyFrom(helper.make_node("CastLike", [scores, bias_hp], [f"{scores}_hp"]))
-    add.input[:] = [f"{scores}_hp", bias_hp]
-    probs = softmax[0].output[0]
-    softmax[0].output[0] = probs_hp
+    uses: dict[str, int] = defaultdict(int)
+    for n in nodes:
+        for name in n.input:
+            uses[name] += 1
+    feeding_add = {
+        id(producer[s.input[0]])
+        for s in nodes
+        if s.op_type == "Softmax" and s.input[0] in producer and producer[s.input[0]].op_type == "Add"
+        and uses[s.input[0]] == 1
+    }
     rebuilt: list[onnx.NodeProto] = []
+    add_like: dict[int, str] = {}
+    count = 0
+
+    def up(name: str) -> str:
+        nonlocal count
+        count += 1
+        source = producer.get(name)
+        if source is not None and source.op_type == "CastLike":
+            name = source.input[0]  # skip the cast down; cast the original up instead
+        out = f"{name}__f32_{tag}{count}"
+        rebuilt.append(helper.make_node("Cast", [name], [out], to=FLOAT))
+        return out
+
     for node in nodes:
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                body = float32_softmax(list(attr.g.node), f"{tag}{node.op_type}{count}_")
+                del attr.g.node[:]
+                attr.g.node.extend(body)
+        if node.op_type == "Attention":
+            kept = [a for a in node.attribute if a.name != "softmax_precision"]
+            del node.attribute[:]
+            node.attribute.extend([*kept, helper.make_attribute("softmax_precision", FLOAT)])
+        if id(node) in feeding_add:
+            add_like[id(node)] = node.input[0]  # the scores: the probabilities go back to their dtype
+            node.input[:] = [up(node.input[0]), up(node.input[1])]
+            rebuilt.append(node)
+            continue
+        if node.op_type == "Softmax":
+            source = producer.get(node.input[0])
+            if source is not None and id(source) in add_like:
+                like = add_like[id(source)]
+                softmax_in = node.input[0]
+            else:
+                like = node.input[0]
+                softmax_in = up(node.input[0])
+            probs = node.output[0]
+            node.input[0] = softmax_in
+            node.output[0] = f"{probs}__f32_{tag}"
+            rebuilt.append(node)
+            rebuilt.append(helper.make_node("CastLike", [node.output[0], like], [probs]))
+            continue
         rebuilt.append(node)
-        if node is softmax[0]:
-            rebuilt.append(helper.make_node("CastLike", [probs_hp, value], [probs]))
-    del function.node[:]
-    function.node.extend(rebuilt)
+    return rebuilt
+
+
+def mixed_precision_bodies(model: onnx.ModelProto) -> None:
+    """Apply `float32_softmax` to every model-local function (ElevationAttention and any other)."""
+    for function in model.functions:
+        body = float32_softmax(list(function.node))
+        del function.node[:]
+        function.node.extend(body)
 
 
 def island_description() -> list[str]:
@@ -357,7 +396,8 @@ __all__ = [
     "FP32_ISLAND_OPS",
     "elevation_island",
     "float_tensor_types",
-    "mixed_precision_body",
+    "float32_softmax",
+    "mixed_precision_bodies",
     "node_precisions",
     "output_head",
 ]

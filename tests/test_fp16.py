@@ -18,6 +18,7 @@ from climax_deploy.export.fp16 import (
     FP32_ISLAND_OPS,
     ConvertToFp16,
     elevation_island,
+    float32_softmax,
     float_tensor_types,
     node_precisions,
     output_head,
@@ -53,9 +54,9 @@ def test_boundary_stays_float32_and_compute_is_float16(fp16_onnx: Path) -> None:
     assert [v.type.tensor_type.elem_type for v in model.graph.output] == [FLOAT]
     types = float_tensor_types(model)
     matmuls = [n for n in model.graph.node if n.op_type in ("MatMul", "Gemm", "Conv")]
-    half = [n for n in matmuls if types[n.output[0]] == FLOAT16]
+    half = [n for n in matmuls if types.get(n.output[0]) == FLOAT16]
     # every matmul but the output head's runs in fp16
-    assert len(half) == len(matmuls) - 1, [n.name for n in matmuls if types[n.output[0]] != FLOAT16]
+    assert len(half) == len(matmuls) - 1, [n.name for n in matmuls if types.get(n.output[0]) != FLOAT16]
     counts = node_precisions(model)
     assert counts["float16"] > counts["float32"] > 0
 
@@ -80,10 +81,30 @@ def test_function_body_adds_bias_and_takes_softmax_in_float32(fp16_onnx: Path) -
     producer = {o: n for n in body for o in n.output}
     softmax = next(n for n in body if n.op_type == "Softmax")
     add = producer[softmax.input[0]]
-    up = producer[add.input[0]]
-    assert up.op_type == "CastLike" and up.input[1] == add.input[1]  # scores cast like the fp32 bias
+    ups = [producer[i] for i in add.input]
+    assert add.op_type == "Add" and all(u.op_type == "Cast" and u.attribute[0].i == FLOAT for u in ups)
+    # the bias is cast up from its float32 source, never from a float16 copy
+    assert any(producer[u.input[0]].op_type == "Unsqueeze" for u in ups), [producer[u.input[0]].op_type for u in ups]
     down = next(n for n in body if softmax.output[0] in n.input)
-    assert down.op_type == "CastLike" and down.input[1] == "v"  # probabilities back to v's dtype
+    assert down.op_type == "CastLike" and down.input[1] == ups[0].input[0]  # back to the scores' dtype
+
+
+def test_float32_softmax_on_any_function_body() -> None:
+    """A plain attention body (no bias) and an Attention-23 node get float32 softmax too."""
+    from onnx import helper
+
+    body = [
+        helper.make_node("MatMul", ["q", "kt"], ["s"]),
+        helper.make_node("Softmax", ["s"], ["p"], axis=-1),
+        helper.make_node("MatMul", ["p", "v"], ["o"]),
+        helper.make_node("Attention", ["q", "k", "v"], ["o2"]),
+    ]
+    out = float32_softmax(body)
+    ops = [n.op_type for n in out]
+    assert ops == ["MatMul", "Cast", "Softmax", "CastLike", "MatMul", "Attention"]
+    assert out[3].input[1] == "s" and out[3].output[0] == "p"
+    attention = out[-1]
+    assert {a.name: a.i for a in attention.attribute}["softmax_precision"] == FLOAT
 
 
 def test_fp16_parity_mountain_and_flat_on_onnxruntime_cpu(fp16_onnx: Path) -> None:
