@@ -89,7 +89,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     load_options: dict[str, Any] = {}
     if args.model.suffix.lower() == ".onnx":
         load_options = {"providers": args.providers, "threads": args.threads}
-    say(f"loading {args.model}")
     began = time.perf_counter()
     with PhysicalForecaster(args.model, batch_size=args.batch_size, **load_options) as forecaster:
         prepared = forecaster.prepare(analysis, static, regrid=args.regrid, mask=args.mask)

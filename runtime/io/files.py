@@ -50,7 +50,7 @@ def open_dataset(path: str | os.PathLike[str]) -> xr.Dataset:
     try:
         if fmt == "zarr":
             _require("zarr")
-            with xr.open_zarr(path, consolidated=None) as ds:
+            with xr.open_zarr(path, consolidated=False) as ds:
                 return ds.load()
         _require("netCDF4")
         with xr.open_dataset(path, engine="netcdf4") as ds:
@@ -76,7 +76,7 @@ def write_dataset(ds: xr.Dataset, path: str | os.PathLike[str]) -> Path:
     tmp_dir = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         store = tmp_dir / path.name
-        ds.to_zarr(store, mode="w", encoding=encoding, consolidated=True)
+        ds.to_zarr(store, mode="w", encoding=encoding, consolidated=False)  # zarr v3: no consolidation
         _replace_dir(store, path)
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)

@@ -1,0 +1,108 @@
+"""`climax-forecast` end to end on small synthetic analysis files that the tests write with xarray."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+xr = pytest.importorskip("xarray", reason="the io extra (xarray) is not installed")
+
+from climax_deploy.runtime.io import PhysicalForecaster, write_dataset  # noqa: E402
+from climax_deploy.runtime.io.synthetic import synthetic_datasets  # noqa: E402
+from climax_deploy.schema import OUTPUTS  # noqa: E402
+
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    folder = tmp_path_factory.mktemp("analysis")
+    analysis, static = synthetic_datasets((32, 64), seed=5)
+    analysis.to_netcdf(folder / "analysis.nc")  # written by plain xarray, as a forecast centre would
+    static.to_netcdf(folder / "static.nc")
+    return folder / "analysis.nc", folder / "static.nc"
+
+
+def forecast_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(BIN / "climax-forecast"), *args], capture_output=True, text=True, timeout=300, cwd=cwd)
+
+
+def test_analysis_file_to_forecast_file(small_onnx: Path, files: tuple[Path, Path], tmp_path: Path) -> None:
+    analysis, static = files
+    out = forecast_cli("--model", str(small_onnx), "--analysis", str(analysis), "--static", str(static),
+                       "--lead-times", "12,24,48,96", "--batch-size", "2", "--threads", "2", "-o", "f.nc", cwd=tmp_path)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    # progress per lead time on stderr, batched two at a time; summary on stdout
+    assert "lead time 12, 24 h" in out.stderr and "lead time 48, 96 h" in out.stderr and "(4/4)" in out.stderr
+    assert "s per lead time" in out.stdout
+    for name in OUTPUTS:
+        assert any(line.startswith(name) for line in out.stdout.splitlines()), out.stdout
+    with xr.open_dataset(tmp_path / "f.nc") as ds:
+        assert dict(ds.sizes) == {"lead_time": 4, "lat": 32, "lon": 64}
+        assert ds["lead_time"].values.tolist() == [12.0, 24.0, 48.0, 96.0]
+        assert ds["o3"].attrs["units"] == "ug m-3" and ds.attrs["Conventions"].startswith("CF")
+        assert ds.attrs["model_sha256"] and ds.attrs["climax_deploy_version"]
+        from_file = ds["pm25"].values
+    with PhysicalForecaster(small_onnx, threads=2) as fc:
+        direct = fc.forecast(xr.open_dataset(analysis), xr.open_dataset(static), [12, 24, 48, 96])
+    np.testing.assert_allclose(from_file, direct["pm25"].values, rtol=0, atol=1e-3)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "temporary files left behind"
+
+
+def test_zarr_output_regrid_and_mask(small_onnx: Path, tmp_path: Path) -> None:
+    analysis, static = synthetic_datasets((40, 80), seed=2)
+    write_dataset(analysis, tmp_path / "a.zarr")
+    write_dataset(static, tmp_path / "s.nc")
+    args = ["--model", str(small_onnx), "--analysis", "a.zarr", "--static", "s.nc", "--lead-times", "24", "-o", "f.zarr"]
+    refused = forecast_cli(*args, cwd=tmp_path)
+    assert refused.returncode == 2 and "40 x 80" in refused.stderr and "--regrid bilinear" in refused.stderr
+    assert refused.stderr.count("\n") == 1 and "Traceback" not in refused.stderr
+    out = forecast_cli(*args, "--regrid", "bilinear", "--mask", "mask", "-q", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert out.stderr == "" and "validity mask 'mask'" in out.stdout
+    ds = xr.open_zarr(tmp_path / "f.zarr", consolidated=False)
+    assert dict(ds.sizes) == {"lead_time": 1, "lat": 32, "lon": 64}
+    assert np.isnan(ds["co"].values).any() and ds.attrs["validity_mask"] == "mask"
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--lead-times", "12,abc"], "expected comma-separated hours"),
+        (["-o", "f.csv"], "expected a NetCDF (.nc) or zarr (.zarr) path"),
+        (["--mask", "nope"], "mask variable 'nope'"),
+        (["--analysis", "missing.nc"], "does not exist"),
+        (["--model", "missing.onnx"], "does not exist"),
+    ],
+)
+def test_user_mistakes_are_one_line_and_exit_2(
+    small_onnx: Path, files: tuple[Path, Path], tmp_path: Path, extra: list[str], message: str
+) -> None:
+    analysis, static = files
+    base = {"--model": str(small_onnx), "--analysis": str(analysis), "--static": str(static), "-o": "f.nc"}
+    for flag, value in zip(extra[::2], extra[1::2]):
+        base[flag] = value
+    out = forecast_cli(*[x for kv in base.items() for x in kv], cwd=tmp_path)
+    assert out.returncode == 2, out.stderr
+    assert message in out.stderr and "Traceback" not in out.stderr and out.stderr.count("\n") == 1, out.stderr
+
+
+def test_missing_static_fields_are_named(small_onnx: Path, files: tuple[Path, Path], tmp_path: Path) -> None:
+    out = forecast_cli("--model", str(small_onnx), "--analysis", str(files[0]), "-o", "f.nc", cwd=tmp_path)
+    assert out.returncode == 2 and "missing variable(s) elevation, population" in out.stderr
+
+
+def test_a_failed_write_leaves_no_file(tmp_path: Path) -> None:
+    """The write is atomic: an error mid-write leaves neither a half file nor an earlier file changed."""
+    analysis, _ = synthetic_datasets((8, 16), seed=0)
+    target = tmp_path / "f.nc"
+    target.write_bytes(b"earlier forecast")
+    bad = analysis.assign(broken=(("lat", "lon"), np.array([[object()] * 16] * 8)))  # netCDF cannot encode it
+    with pytest.raises(Exception):
+        write_dataset(bad, target)
+    assert target.read_bytes() == b"earlier forecast"
+    assert [p.name for p in tmp_path.iterdir()] == ["f.nc"]

@@ -1,0 +1,232 @@
+"""Physical units in and out: standardisation, stats files, regridding, masks, and the round trip
+physical -> standardised -> ONNX model -> physical against the PyTorch reference."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+xr = pytest.importorskip("xarray", reason="the io extra (xarray) is not installed")
+
+from climax_deploy.errors import BadInputError  # noqa: E402
+from climax_deploy.model import ClimaX  # noqa: E402
+from climax_deploy.runtime.io import (  # noqa: E402
+    Grid,
+    PhysicalForecaster,
+    Standardisation,
+    merge_stats,
+    read_stats_file,
+    regrid_bilinear,
+)
+from climax_deploy.runtime.io.synthetic import synthetic_datasets  # noqa: E402
+from climax_deploy.schema import OUTPUTS, STANDARDISATION, STANDARDISATION_EPS, VARIABLES  # noqa: E402
+
+LEADS = [12.0, 24.0, 48.0, 96.0]
+# ONNX Runtime vs PyTorch in fp32 agree to ~3e-6 in standardised units (shared/NOTES.md); compared in
+# physical units divided by each pollutant's std, 1e-4 leaves margin for summation order on 2 threads.
+ROUND_TRIP_TOL = 1e-4
+
+
+@pytest.fixture(scope="module")
+def datasets() -> tuple[xr.Dataset, xr.Dataset]:
+    return synthetic_datasets((32, 64), seed=3)
+
+
+@pytest.fixture(scope="module")
+def forecaster(small_onnx: Path) -> PhysicalForecaster:
+    return PhysicalForecaster(small_onnx, threads=2)
+
+
+def reference(model: ClimaX, analysis: xr.Dataset, static: xr.Dataset, stats: dict[str, tuple[float, float]]) -> np.ndarray:
+    """The PyTorch reference in physical units [L, O, H, W], standardised by hand from `stats`."""
+    a = analysis.isel(time=0)
+    lon2d, lat2d = np.meshgrid(a["lon"].values, a["lat"].values)
+    fields = {**{v: a[v].values for v in a.data_vars}, "elevation": static["elevation"].values,
+              "population": static["population"].values, "lat2d": lat2d, "lon2d": lon2d}  # fmt: skip
+    x = np.stack([(fields[v].astype(np.float64) - stats[v][0]) / (stats[v][1] + STANDARDISATION_EPS) for v in VARIABLES])
+    x = np.repeat(x[None].astype(np.float32), len(LEADS), axis=0)
+    with torch.no_grad():
+        y = model(torch.from_numpy(x), torch.tensor(LEADS), attention="literal").double().numpy()
+    for i, name in enumerate(OUTPUTS):
+        y[:, i] = y[:, i] * (stats[name][1] + STANDARDISATION_EPS) + stats[name][0]
+    return y
+
+
+def max_scaled_error(forecast: xr.Dataset, ref: np.ndarray, stats: dict[str, tuple[float, float]]) -> float:
+    errors = [np.nanmax(np.abs(forecast[name].values - ref[:, i])) / stats[name][1] for i, name in enumerate(OUTPUTS)]
+    return float(max(errors))
+
+
+# -- round trip against the reference --------------------------------------------------------------
+
+
+def test_round_trip_matches_reference(forecaster: PhysicalForecaster, small_model: ClimaX, datasets: tuple) -> None:
+    analysis, static = datasets
+    forecast = forecaster.forecast(analysis, static, LEADS)
+    assert forecast["pm25"].dims == ("lead_time", "lat", "lon")
+    assert list(forecast.data_vars) == list(OUTPUTS)
+    ref = reference(small_model, analysis, static, dict(STANDARDISATION))
+    assert max_scaled_error(forecast, ref, dict(STANDARDISATION)) < ROUND_TRIP_TOL
+    # physical units, not standardised: pm25's mean sits near the training mean of 25, not near 0
+    assert abs(float(forecast["pm25"].mean())) > 1.0
+
+
+def test_round_trip_with_user_stats(tmp_path: Path, small_model: ClimaX, datasets: tuple) -> None:
+    from climax_deploy.export import ExportOptions, export_onnx
+
+    user = {"pm25": (40.0, 30.0), "temp": (280.0, 10.0), "elevation": (500.0, 800.0)}
+    path = tmp_path / "stats.onnx"
+    export_onnx(small_model, path, ExportOptions(standardisation=user), {"preset": "small"})
+    manifest = json.loads(Path(str(path) + ".manifest.json").read_text())
+    assert manifest["standardisation"]["pm25"] == [40.0, 30.0] and manifest["standardisation"]["so2"] == [5.0, 5.0]
+    stats = {**STANDARDISATION, **user}
+    analysis, static = datasets
+    with PhysicalForecaster(path, threads=2) as fc:
+        forecast = fc.forecast(analysis, static, LEADS)
+    assert forecast["pm25"].attrs["standardisation_mean_std"] == [40.0, 30.0]
+    assert max_scaled_error(forecast, reference(small_model, analysis, static, stats), stats) < ROUND_TRIP_TOL
+    # and the default constants would give a different answer: the stats really are applied
+    assert max_scaled_error(forecast, reference(small_model, analysis, static, dict(STANDARDISATION)), stats) > 1e-2
+
+
+# -- the dataset contract ----------------------------------------------------------------------------
+
+
+def test_any_order_extra_variables_and_attributes(forecaster: PhysicalForecaster, datasets: tuple) -> None:
+    analysis, static = datasets
+    base = forecaster.forecast(analysis, static, [24.0])
+    shuffled = analysis[list(reversed(list(analysis.data_vars)))].assign(extra=analysis["u"] * 0 + 7.0)
+    again = forecaster.forecast(shuffled, static, [24.0])
+    np.testing.assert_array_equal(base["o3"].values, again["o3"].values)
+    attrs = again.attrs
+    assert attrs["model_sha256"] == forecaster.spec.manifest["sha256"] and attrs["climax_deploy_version"]
+    assert again["pm25"].attrs["units"] == "ug m-3" and "PM2.5" in again["pm25"].attrs["long_name"]
+    assert again["lead_time"].attrs["units"] == "hours"
+    assert "valid_time" in again.coords and "time" in again.coords
+
+
+def test_lat2d_lon2d_from_coordinates_equal_explicit(forecaster: PhysicalForecaster, datasets: tuple) -> None:
+    analysis, static = datasets
+    lon2d, lat2d = np.meshgrid(analysis["lon"].values, analysis["lat"].values)
+    explicit = analysis.assign(lat2d=(("lat", "lon"), lat2d), lon2d=(("lat", "lon"), lon2d))
+    a = forecaster.forecast(analysis, static, [12.0])
+    b = forecaster.forecast(explicit, static, [12.0])
+    np.testing.assert_array_equal(a["no2"].values, b["no2"].values)
+
+
+def test_missing_variables_are_named(forecaster: PhysicalForecaster, datasets: tuple) -> None:
+    analysis, static = datasets
+    with pytest.raises(BadInputError, match=r"missing variable\(s\) so2, co .*analysis and static"):
+        forecaster.forecast(analysis.drop_vars(["so2", "co"]), static, [12.0])
+    with pytest.raises(BadInputError, match=r"missing variable\(s\) elevation, population"):
+        forecaster.forecast(analysis, None, [12.0])
+
+
+def test_other_grid_needs_explicit_regrid(forecaster: PhysicalForecaster) -> None:
+    analysis, static = synthetic_datasets((40, 80), seed=1)
+    with pytest.raises(BadInputError, match=r"40 x 80 .*expects 32 x 64.*regrid='bilinear'"):
+        forecaster.forecast(analysis, static, [12.0])
+    forecast = forecaster.forecast(analysis, static, [12.0], regrid="bilinear")
+    assert forecast.sizes == {"lead_time": 1, "lat": 32, "lon": 64}
+    assert forecast["lat"].values[0] == pytest.approx(55.0) and forecast["lon"].values[-1] == pytest.approx(136.0)
+    assert "bilinear" in forecast.attrs["regrid"]
+    # the same as regridding every field by hand first
+    src = Grid(analysis["lat"].values, analysis["lon"].values)
+    dst = src.spanning((32, 64))
+    by_hand_a = xr.Dataset({v: (("lat", "lon"), regrid_bilinear(analysis[v].values[0], src, dst)) for v in analysis.data_vars},
+                           coords={"lat": dst.lat, "lon": dst.lon})  # fmt: skip
+    by_hand_s = xr.Dataset({v: (("lat", "lon"), regrid_bilinear(static[v].values, src, dst)) for v in static.data_vars},
+                           coords={"lat": dst.lat, "lon": dst.lon})  # fmt: skip
+    np.testing.assert_allclose(forecaster.forecast(by_hand_a, by_hand_s, [12.0])["pm10"].values, forecast["pm10"].values,
+                               rtol=0, atol=1e-4)  # fmt: skip
+
+
+def test_validity_mask_gives_nan_and_says_so(forecaster: PhysicalForecaster, datasets: tuple) -> None:
+    analysis, static = datasets
+    forecast = forecaster.forecast(analysis, static, [12.0, 24.0], mask="mask")
+    outside = static["mask"].values < 0.5
+    assert outside.any() and (~outside).any()
+    for name in OUTPUTS:
+        values = forecast[name].values
+        assert np.isnan(values[:, outside]).all() and np.isfinite(values[:, ~outside]).all()
+        assert "NaN" in forecast[name].attrs["comment"]
+    assert forecast.attrs["validity_mask"] == "mask"
+    with pytest.raises(BadInputError, match="mask variable 'nope'"):
+        forecaster.forecast(analysis, static, [12.0], mask="nope")
+
+
+def test_lead_times_are_batched_up_to_the_limit(small_onnx: Path, datasets: tuple) -> None:
+    analysis, static = datasets
+    calls: list[list[float]] = []
+    with PhysicalForecaster(small_onnx, batch_size=3, threads=2) as fc:
+        three = fc.forecast(analysis, static, LEADS, on_batch=lambda leads, s: calls.append(list(leads)))
+    assert calls == [[12.0, 24.0, 48.0], [96.0]]
+    with PhysicalForecaster(small_onnx, batch_size=1, threads=2) as fc:
+        one = fc.forecast(analysis, static, LEADS)
+    np.testing.assert_allclose(three["co"].values, one["co"].values, rtol=0, atol=1e-3)
+    with pytest.raises(BadInputError, match="distinct"):
+        PhysicalForecaster(small_onnx).forecast(analysis, static, [12, 12])
+
+
+def test_several_analysis_times_are_refused(forecaster: PhysicalForecaster, datasets: tuple) -> None:
+    analysis, static = datasets
+    two = xr.concat([analysis, analysis.assign_coords(time=analysis["time"] + np.timedelta64(6, "h"))], dim="time")
+    with pytest.raises(BadInputError, match="2 times.*isel"):
+        forecaster.forecast(two, static, [12.0])
+
+
+# -- building blocks ---------------------------------------------------------------------------------
+
+
+def test_standardisation_round_trip_and_manifest_fallback() -> None:
+    st = Standardisation.defaults()
+    rng = np.random.default_rng(0)
+    fields = {v: rng.normal(STANDARDISATION[v][0], STANDARDISATION[v][1], (4, 5)) for v in VARIABLES}
+    x = st.apply(fields, VARIABLES)
+    assert x.dtype == np.float32 and abs(float(x.mean())) < 1.0
+    y = st.invert(x[None, [VARIABLES.index(o) for o in OUTPUTS]], OUTPUTS)[0]
+    for i, name in enumerate(OUTPUTS):
+        np.testing.assert_allclose(y[i], fields[name], rtol=1e-5, atol=1e-5 * STANDARDISATION[name][1])
+    assert Standardisation.from_manifest({}).stats == STANDARDISATION  # an older artifact: the author's constants
+
+
+def test_stats_files_json_and_netcdf(tmp_path: Path) -> None:
+    (tmp_path / "s.json").write_text(json.dumps({"pm25": [30, 20], "o3": {"mean": 50, "std": 10}}))
+    assert read_stats_file(tmp_path / "s.json") == {"pm25": (30.0, 20.0), "o3": (50.0, 10.0)}
+    ds = xr.Dataset({"mean": ("variable", [30.0, 1.0]), "std": ("variable", [20.0, 2.0])},
+                    coords={"variable": ["pm25", "u"]})  # fmt: skip
+    ds.to_netcdf(tmp_path / "s.nc")
+    assert read_stats_file(tmp_path / "s.nc") == {"pm25": (30.0, 20.0), "u": (1.0, 2.0)}
+    (tmp_path / "bad.json").write_text(json.dumps({"pm25": [30, -1]}))
+    with pytest.raises(BadInputError, match="positive std"):
+        read_stats_file(tmp_path / "bad.json")
+    with pytest.raises(BadInputError, match="unknown variable.*pm1"):
+        merge_stats({"pm1": (1.0, 1.0)}, VARIABLES)
+
+
+def test_bilinear_is_exact_on_linear_fields_and_refuses_extrapolation() -> None:
+    src = Grid(np.linspace(50, 10, 21), np.linspace(70, 140, 36))  # latitude descending, as in files
+    dst = src.spanning((8, 13))
+    lon2d, lat2d = np.meshgrid(src.lon, src.lat)
+    field = 3.0 * lat2d - 0.5 * lon2d + 7.0
+    out = regrid_bilinear(field, src, dst)
+    dlon, dlat = np.meshgrid(dst.lon, dst.lat)
+    np.testing.assert_allclose(out, 3.0 * dlat - 0.5 * dlon + 7.0, atol=1e-9)
+    with pytest.raises(BadInputError, match="does not extrapolate"):
+        regrid_bilinear(field, src, Grid(np.linspace(60, 10, 8), dst.lon))
+
+
+def test_io_layer_is_torch_free() -> None:
+    code = (
+        "import sys, climax_deploy.runtime as r; assert 'xarray' not in sys.modules, 'runtime imported xarray'; "
+        "import climax_deploy.runtime.io, climax_deploy.runtime.forecast_cli, climax_deploy.runtime.serving.load; "
+        "assert 'torch' not in sys.modules, 'torch was imported'"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr

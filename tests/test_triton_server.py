@@ -1,0 +1,99 @@
+"""A real Triton Inference Server on loopback (nvidia-pytriton's bundled tritonserver) serving the
+toolkit's forecaster from a torch-free Python >= 3.12 environment, queried with tritonclient.
+
+The environment is built once into .venv-triton/ (tests/triton_env.py, ~40 s) and reused. Skipped,
+with the reason, only where no Python >= 3.12 exists; an install or server failure fails the tests.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from triton_env import ensure_env, find_python  # tests/ is on sys.path under pytest
+
+grpcclient = pytest.importorskip("tritonclient.grpc", reason="tritonclient[grpc] (test extra) is not installed")
+
+from climax_deploy.runtime import load  # noqa: E402
+from climax_deploy.runtime.serving.launch import ServerProcess, _live_members  # noqa: E402
+from climax_deploy.runtime.serving.load import run_load  # noqa: E402
+
+pytestmark = pytest.mark.triton_server
+MAX_BATCH = 4
+
+
+@pytest.fixture(scope="module")
+def triton_python() -> Path:
+    python = find_python()
+    if python is None:
+        pytest.skip("needs a Python >= 3.12 for pytriton's Python backend (set CLIMAX_TRITON_PYTHON); none found")
+    return ensure_env(python)
+
+
+@pytest.fixture(scope="module")
+def server(triton_python: Path, small_onnx: Path) -> Iterator[ServerProcess]:
+    proc = ServerProcess(small_onnx, python=triton_python, max_batch=MAX_BATCH, threads=2, startup_timeout_s=120)
+    with proc:  # the finalizer: stop the server (and tritonserver's process group) whatever happens
+        yield proc
+
+
+def infer(url: str, x: np.ndarray, lead: np.ndarray) -> np.ndarray:
+    with grpcclient.InferenceServerClient(url) as client:
+        ix = grpcclient.InferInput("x", list(x.shape), "FP32")
+        ix.set_data_from_numpy(x)
+        il = grpcclient.InferInput("lead_times", [len(lead), 1], "FP32")
+        il.set_data_from_numpy(lead.reshape(-1, 1).astype(np.float32))
+        result = client.infer("climax", [ix, il], outputs=[grpcclient.InferRequestedOutput("y")], client_timeout=120)
+        return np.asarray(result.as_numpy("y"))
+
+
+def test_server_environment_is_torch_free(triton_python: Path) -> None:
+    code = (
+        "import importlib.util, sys; import climax_deploy.runtime, climax_deploy.runtime.serving.server, pytriton; "
+        "assert sys.version_info >= (3, 12); assert importlib.util.find_spec('torch') is None, 'torch installed'"
+    )
+    out = subprocess.run([str(triton_python), "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+
+
+def test_outputs_equal_predict(server: ServerProcess, small_onnx: Path, small_inputs: tuple) -> None:
+    x, lead = small_inputs
+    served = infer(server.grpc_url, x, lead)
+    with load(small_onnx, threads=2) as forecaster:
+        local = forecaster.predict(x, lead)
+    assert served.shape == local.shape == (2, 6, 32, 64)
+    # the same ONNX Runtime build on the same file and threads: equal up to summation order
+    np.testing.assert_allclose(served, local, rtol=0, atol=1e-5)
+    assert not np.allclose(served[0], served[1])  # the two samples are really different
+
+
+def test_model_config_on_the_server(server: ServerProcess) -> None:
+    with grpcclient.InferenceServerClient(server.grpc_url) as client:
+        cfg = client.get_model_config("climax").config
+    assert cfg.max_batch_size == MAX_BATCH and list(cfg.dynamic_batching.preferred_batch_size) == [1, 2, 4]
+    assert [i.name for i in cfg.input] == ["x", "lead_times"] and list(cfg.input[0].dims) == [15, 32, 64]
+
+
+def test_concurrent_clients_bounded_load(server: ServerProcess) -> None:
+    result = run_load(server.grpc_url, concurrency=3, requests=12, duration_s=60, batch=1)
+    summary = result.summary()
+    assert result.errors == 0, result.first_error
+    assert summary["completed"] == 12 and summary["p50_ms"] > 0 and summary["p99_ms"] >= summary["p50_ms"]
+    assert summary["throughput_rps"] > 0
+
+
+def test_server_stops_with_its_children(triton_python: Path, small_onnx: Path) -> None:
+    proc = ServerProcess(small_onnx, python=triton_python, max_batch=2, threads=1)
+    with proc:
+        pgid = proc.proc.pid if proc.proc else -1
+        assert proc.ready_info["ready"] and infer(proc.grpc_url, *_one_sample()).shape == (1, 6, 32, 64)
+    assert proc.proc is None and not _live_members(pgid)
+
+
+def _one_sample() -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    return rng.standard_normal((1, 15, 32, 64)).astype(np.float32), np.array([24.0], dtype=np.float32)
