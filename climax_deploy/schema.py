@@ -26,6 +26,8 @@ OUTPUT_NAME = "y"
 CUSTOM_DOMAIN = "climax"
 CUSTOM_OP = "ElevationAttention"
 CUSTOM_OP_VERSION = 1
+# Plain multi-head attention of blocks 1.., also a custom node so passes can pick its body per target.
+SELF_ATTENTION_OP = "SelfAttention"
 
 # The author's data loader standardises every variable as (x - mean) / (std + 1e-8) with these fixed
 # (mean, std) pairs, in physical units (shared/NOTES.md). Model inputs and outputs are standardised.

@@ -38,6 +38,9 @@ def build_parser() -> ArgParser:
                    help="standardisation (mean, std) per variable in physical units, overriding the author's "
                         "constants for the variables it names: JSON {var: [mean, std]} or NetCDF (variables "
                         "'mean' and 'std' along a 'variable' dim); stored in the manifest for the runtime")  # fmt: skip
+    p.add_argument("--heads-per-chunk", type=int, default=0, metavar="K",
+                   help="attention computed K heads at a time (fp32 default 1: the least memory for ONNX Runtime "
+                        "on CPU); fp16 exports keep all heads in one chain for TensorRT")  # fmt: skip
     p.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
     return p
 
@@ -73,6 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         else {"path": str(args.checkpoint.resolve()), "sha256": sha256_file(args.checkpoint)},
     }
     options = ExportOptions(opset=args.opset or DEFAULT_OPSET, batch=args.batch, precision=args.precision,
+                            heads_per_chunk=args.heads_per_chunk or 0,
                             standardisation=stats)  # fmt: skip
     if args.stats is not None:
         provenance["stats_file"] = {"path": str(args.stats.resolve()), "sha256": sha256_file(args.stats)}

@@ -21,6 +21,7 @@ import torch
 import climax_deploy
 from climax_deploy.artifacts import sha256_file, write_manifest
 from climax_deploy.errors import BadInputError, ExportError
+from climax_deploy.export.attention_layout import AttentionLayout, ExpandSelfAttention
 from climax_deploy.export.elevation_function import AttachElevationFunction
 from climax_deploy.export.passes import GraphPass, elevation_functions, elevation_nodes, run_passes
 from climax_deploy.model import ClimaX
@@ -51,6 +52,7 @@ class ExportOptions:
     external_data_threshold: int = PROTOBUF_LIMIT
     # {variable: (mean, std)} overriding the author's constants; recorded in the manifest (issue 6).
     standardisation: dict[str, tuple[float, float]] | None = None
+    heads_per_chunk: int | None = 0  # 0: by precision (see attention_layout); None: all heads at once
 
 
 class _ExportWrapper(torch.nn.Module):
@@ -101,9 +103,23 @@ def trace_to_onnx(model: ClimaX, options: ExportOptions) -> onnx.ModelProto:
 PRECISIONS: tuple[str, ...] = ("fp32", "fp16")
 
 
-def export_passes(precision: str = "fp32") -> list[GraphPass]:
-    """Attach the ElevationAttention function; for fp16, cast to FP16 with FP32 islands (export/fp16.py)."""
-    passes: list[GraphPass] = [AttachElevationFunction()]
+DEFAULT_HEADS_PER_CHUNK = 1  # fp32 for ONNX Runtime on CPU: one head's scores at a time (see README, Performance)
+
+
+def attention_layout(model: ClimaX, options: ExportOptions) -> AttentionLayout:
+    """fp32: heads in chunks (CPU memory); fp16 (TensorRT): all heads in one fused chain."""
+    cfg = model.config
+    chunk = options.heads_per_chunk
+    if chunk == 0:
+        chunk = None if options.precision == "fp16" else DEFAULT_HEADS_PER_CHUNK
+    if options.precision == "fp16" and chunk is not None and chunk < cfg.num_heads:
+        raise BadInputError("fp16 exports keep all heads in one chain (for TensorRT); drop --heads-per-chunk")
+    return AttentionLayout(cfg.num_heads, cfg.head_dim, chunk)
+
+
+def export_passes(layout: AttentionLayout, precision: str = "fp32") -> list[GraphPass]:
+    """Attach the ElevationAttention function, expand SelfAttention; for fp16, cast with fp32 islands."""
+    passes: list[GraphPass] = [AttachElevationFunction(layout), ExpandSelfAttention(layout)]
     if precision == "fp16":
         from climax_deploy.export.fp16 import ConvertToFp16
 
@@ -227,13 +243,15 @@ def export_onnx(
         raise BadInputError(f"--batch must be 'dynamic' or a positive integer, got {options.batch}")
     if options.precision not in PRECISIONS:
         raise BadInputError(f"precision must be one of {', '.join(PRECISIONS)}, got {options.precision!r}")
+    layout = attention_layout(model, options)
     with progress.stage(f"tracing {model.config.name} model ({model.config.num_patches} patches)"):
         proto = trace_to_onnx(model, options)
     with progress.stage("attaching the ElevationAttention function" + (
         " and casting to fp16 (fp32 islands)" if options.precision == "fp16" else "")):
-        proto = run_passes(proto, export_passes(options.precision)).model
+        proto = run_passes(proto, export_passes(layout, options.precision)).model
         check_contract(proto)
     manifest = build_manifest(model, options, provenance or {})
+    manifest["attention_layout"] = {"heads_per_chunk": layout.num_heads // layout.chunks, "chunks": layout.chunks}
     set_metadata(proto, manifest)
     with progress.stage("checking and writing"):
         external = save_model(proto, output, options.external_data_threshold)

@@ -11,6 +11,7 @@ from climax_deploy.model.layers import (
     ParallelPatchEmbed,
     PhysicsGuidedBlock,
     VariableAggregation,
+    folded_embed_aggregate,
     sincos_1d,
     sincos_2d,
 )
@@ -20,8 +21,11 @@ from climax_deploy.model.physics_attention import AttentionImpl, normalise_eleva
 class ClimaX(nn.Module):
     """ClimaX as the seed uses it, with physics-guided attention in the first block only.
 
-    The attention implementation is chosen per call (`attention="literal"|"fused"`), never stored
-    at construction time, so one module serves as reference, fast path and export source.
+    The implementation is chosen per call, never stored at construction time, so one module serves
+    as reference, fast path and export source: `literal` computes the seed's formulas as written;
+    `fused` uses the bias-form physics attention and folds the patch embedding into the variable
+    aggregation (exact algebra, ~0.29 TFLOP less at full size); `onnx` is `fused` with the attention
+    of every block emitted as a climax custom node for torch.onnx.export.
     """
 
     def __init__(self, config: ModelConfig) -> None:
@@ -57,13 +61,16 @@ class ClimaX(nn.Module):
     def forward(self, x: torch.Tensor, lead_times: torch.Tensor, attention: AttentionImpl = "fused") -> torch.Tensor:
         """x [B, V, H, W] standardised fields, lead_times [B] in hours -> [B, len(outputs), H, W]."""
         elevation = self.elevation_patches(x)  # [B, N]
-        tokens = self.token_embeds(x) + self.var_embed.unsqueeze(2)  # [B, V, L, D]
-        h = self.var_agg(self.var_query, tokens)  # [B, L, D]
+        if attention == "literal":  # the seed's computation, step by step
+            tokens = self.token_embeds(x) + self.var_embed.unsqueeze(2)  # [B, V, L, D]
+            h = self.var_agg(self.var_query, tokens)  # [B, L, D]
+        else:  # the same function with the embedding folded into the aggregation
+            h = folded_embed_aggregate(x, self.token_embeds, self.var_embed, self.var_query, self.var_agg)
         h = h + self.pos_embed
         h = h + self.lead_time_embed(lead_times.to(h.dtype).unsqueeze(-1)).unsqueeze(1)
         h = self.blocks[0](h, elevation, attention)
         for block in self.blocks[1:]:
-            h = block(h)
+            h = block(h, attention)
         h = self.head(self.norm(h))  # [B, L, V*p*p]
         return self.unpatchify(h)[:, self.target_indices]
 

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from climax_deploy.model.physics_attention import AttentionImpl, ElevationAttention
+from climax_deploy.model.physics_attention import AttentionImpl, ElevationAttention, onnx_self_attention
 
 
 def sincos_1d(dim: int, positions: torch.Tensor) -> torch.Tensor:
@@ -88,11 +88,14 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, attention: AttentionImpl = "fused") -> torch.Tensor:
         B, N, C = x.shape
         qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)  # [B, H, N, Dh]
-        out = F.scaled_dot_product_attention(q, k, v)
+        if attention == "onnx":
+            out = onnx_self_attention(q, k, v)
+        else:
+            out = F.scaled_dot_product_attention(q, k, v)
         return self.proj(out.transpose(1, 2).reshape(B, N, C))
 
 
@@ -119,8 +122,8 @@ class Block(nn.Module):
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x))
+    def forward(self, x: torch.Tensor, attention: AttentionImpl = "fused") -> torch.Tensor:
+        x = x + self.attn(self.norm1(x), attention)
         return x + self.mlp(self.norm2(x))
 
 
@@ -140,3 +143,48 @@ class PhysicsGuidedBlock(nn.Module):
     ) -> torch.Tensor:
         x = x + self.attn(self.norm1(x), elevation_patches, attention)
         return x + self.mlp(self.norm2(x))
+
+
+def folded_embed_aggregate(
+    x: torch.Tensor,
+    embed: ParallelPatchEmbed,
+    var_embed: torch.Tensor,
+    var_query: torch.Tensor,
+    agg: VariableAggregation,
+) -> torch.Tensor:
+    """Patch embedding + variable aggregation, folded algebraically; equals `agg(var_query, embed(x) + var_embed)`.
+
+    Each variable token is affine in its p*p pixels: t_v = P_v x_v + c_v. The single query means keys
+    only enter through u_h = W_k,h^T q_h, so scores are x_v . (P_v^T u_h) + c_v . u_h (the key bias
+    is the same for every variable and cancels in the softmax). Softmax weights sum to 1, so values
+    mix before projection: out_h = sum_v w_vh (W_v,h P_v x_v + W_v,h c_v) + b_v,h. The [B, V, L, D]
+    tokens and the two D x D projections per token never exist. Exact in real arithmetic.
+    """
+    B, V, _, _ = x.shape
+    p, D, H = embed.patch_size, embed.dim, agg.num_heads
+    Dh, P = D // H, p * p
+    rows, cols = x.shape[2] // p, x.shape[3] // p
+    L = rows * cols
+    # [B, V, H, W] -> pixels of each patch [V, B*L, P], row-major patches, (row, col) inside a patch
+    patches = x.reshape(B, V, rows, p, cols, p).permute(1, 0, 2, 4, 3, 5).reshape(V, B * L, P)
+    w_pe = embed.proj_weights.reshape(V, D, P)  # P_v
+    c = embed.proj_biases + var_embed.reshape(V, D)  # c_v, [V, D]
+    w_q, w_k, w_v = agg.in_proj_weight.chunk(3)
+    b_q, _, b_v = agg.in_proj_bias.chunk(3)
+    q = F.linear(var_query.reshape(1, D), w_q, b_q).reshape(H, 1, Dh)
+    u = (q @ w_k.reshape(H, Dh, D)).reshape(H, D) * Dh**-0.5  # [H, D], scale folded in
+    score_w = w_pe.transpose(1, 2) @ u.t()  # [V, P, H]
+    score_c = c @ u.t()  # [V, H]
+    scores = patches @ score_w + score_c.unsqueeze(1)  # [V, B*L, H]
+    weights = torch.softmax(scores, dim=0)  # over variables
+    # values: W_v,h P_v -> [V, P, D] and W_v,h c_v -> [V, D]
+    value_w = (w_v @ w_pe).transpose(1, 2)  # [V, P, D]
+    value_c = c @ w_v.t()  # [V, D]
+    # sum_v w_vh (x_v @ value_w[v] + value_c[v]) per head: stack pixels and a ones column, mix over v
+    pix = torch.cat([patches, torch.ones_like(patches[..., :1])], dim=-1)  # [V, B*L, P+1]
+    mixed_in = (weights.unsqueeze(-1) * pix.unsqueeze(2)).permute(1, 2, 0, 3)  # [B*L, H, V, P+1]
+    value_all = torch.cat([value_w, value_c.unsqueeze(1)], dim=1)  # [V, P+1, D]
+    value_heads = value_all.reshape(V * (P + 1), H, Dh).permute(1, 0, 2)  # [H, V*(P+1), Dh]
+    mixed = mixed_in.reshape(B * L, H, V * (P + 1)).transpose(0, 1) @ value_heads  # [H, B*L, Dh]
+    mixed = mixed.transpose(0, 1).reshape(B, L, D) + b_v  # [B, L, D]
+    return agg.out_proj(mixed)

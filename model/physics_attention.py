@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from climax_deploy.schema import CUSTOM_DOMAIN, CUSTOM_OP, CUSTOM_OP_VERSION, FLAT_RANGE, MASK_FLOOR, RENORM_EPS
+from climax_deploy.schema import CUSTOM_DOMAIN, CUSTOM_OP, CUSTOM_OP_VERSION, SELF_ATTENTION_OP, FLAT_RANGE, MASK_FLOOR, RENORM_EPS
 
 AttentionImpl = Literal["literal", "fused", "onnx"]
 ATTENTION_IMPLS: tuple[str, ...] = ("literal", "fused", "onnx")
@@ -77,6 +77,17 @@ def onnx_elevation_attention(
         dtype=q.dtype,
         shape=q.shape,
         version=CUSTOM_OP_VERSION,
+    )
+
+
+def onnx_self_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """One `climax::SelfAttention` node (plain attention of blocks 1..) for torch.onnx.export.
+
+    A node of our own, like ElevationAttention, so export passes can choose its body per target:
+    head by head for ONNX Runtime on CPU, one fused attention for TensorRT.
+    """
+    return torch.onnx.ops.symbolic(
+        f"{CUSTOM_DOMAIN}::{SELF_ATTENTION_OP}", (q, k, v), dtype=q.dtype, shape=q.shape, version=CUSTOM_OP_VERSION
     )
 
 
