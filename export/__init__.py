@@ -1,10 +1,15 @@
-"""ONNX export of the reference model and the graph passes that shape it."""
+"""ONNX export of the reference model and the graph passes that shape it.
+
+`export_onnx` and `ExportOptions` need torch; they are imported on first use, so the passes and
+`build-engine` work in an environment with onnx but without torch.
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
 from climax_deploy.export.elevation_function import AttachElevationFunction, elevation_attention_function
-from climax_deploy.export.onnx_export import DEFAULT_OPSET, ExportOptions, export_onnx
-from climax_deploy.export.passes import GraphPass, PassResult, run_passes
+from climax_deploy.export.passes import DEFAULT_OPSET, GraphPass, PassResult, run_passes
 
 __all__ = [
     "AttachElevationFunction",
@@ -16,3 +21,13 @@ __all__ = [
     "export_onnx",
     "run_passes",
 ]
+
+_LAZY = {"ExportOptions", "export_onnx"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        from climax_deploy.export import onnx_export
+
+        return getattr(onnx_export, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -48,9 +48,9 @@ def build_parser() -> ArgParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # Heavy imports after argument parsing, so --help and usage errors are instant.
-    from climax_deploy.export.onnx_export import DEFAULT_OPSET, ExportOptions, export_onnx
     from climax_deploy.artifacts import sha256_file
     from climax_deploy.errors import BadInputError
+    from climax_deploy.export.onnx_export import DEFAULT_OPSET, ExportOptions, export_onnx
     from climax_deploy.model import build_model, resolve_config
     from climax_deploy.progress import Progress
 

@@ -23,9 +23,10 @@ from climax_deploy.artifacts import sha256_file, write_manifest
 from climax_deploy.errors import BadInputError, ExportError
 from climax_deploy.export.attention_layout import AttentionLayout, ExpandSelfAttention
 from climax_deploy.export.elevation_function import AttachElevationFunction
-from climax_deploy.export.passes import GraphPass, elevation_functions, elevation_nodes, run_passes
+from climax_deploy.export.passes import DEFAULT_OPSET, GraphPass, elevation_functions, elevation_nodes, run_passes
 from climax_deploy.model import ClimaX
 from climax_deploy.progress import Progress
+from climax_deploy.runtime.io.stats import merge_stats
 from climax_deploy.schema import (
     CUSTOM_DOMAIN,
     CUSTOM_OP,
@@ -35,11 +36,9 @@ from climax_deploy.schema import (
     OUTPUT_NAME,
     STANDARDISATION_EPS,
 )
-from climax_deploy.runtime.io.stats import merge_stats
 
 log = logging.getLogger(__name__)
 
-DEFAULT_OPSET = 18
 METADATA_KEY = "climax_deploy.manifest"
 PROTOBUF_LIMIT = 2**31 - 1  # protobuf's 2 GB ceiling; beyond it weights go to external data
 

@@ -15,6 +15,8 @@ import onnx
 from climax_deploy.errors import ExportError
 from climax_deploy.schema import CUSTOM_DOMAIN, CUSTOM_OP
 
+DEFAULT_OPSET = 18  # default-domain opset of exported models
+
 
 @dataclass
 class PassResult:

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from climax_deploy.model import ops  # registers torch.ops.climax
+from climax_deploy.model import ops  # noqa: F401  (registers torch.ops.climax)
 from climax_deploy.model.climax import ClimaX
 from climax_deploy.model.config import PRESETS, ModelConfig, load_config_file, resolve_config
 from climax_deploy.model.physics_attention import (

@@ -18,7 +18,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from climax_deploy.schema import CUSTOM_DOMAIN, CUSTOM_OP, CUSTOM_OP_VERSION, SELF_ATTENTION_OP, FLAT_RANGE, MASK_FLOOR, RENORM_EPS
+from climax_deploy.schema import (
+    CUSTOM_DOMAIN,
+    CUSTOM_OP,
+    CUSTOM_OP_VERSION,
+    FLAT_RANGE,
+    MASK_FLOOR,
+    RENORM_EPS,
+    SELF_ATTENTION_OP,
+)
 
 AttentionImpl = Literal["literal", "fused", "onnx"]
 ATTENTION_IMPLS: tuple[str, ...] = ("literal", "fused", "onnx")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
+import os
 from pathlib import Path
 
 import numpy as np
@@ -16,8 +16,17 @@ def _has_cuda() -> bool:
     return bool(torch.cuda.is_available())
 
 
+if not _has_cuda():
+    # Triton fixes interpreter mode at its first import: set it before any test module imports it,
+    # so the kernel tests run the real kernel on CPU tensors.
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+
 def _has_tensorrt() -> bool:
-    return importlib.util.find_spec("tensorrt") is not None
+    """Real TensorRT, not the tensorrt-stubs package (which also makes `tensorrt` findable)."""
+    from climax_deploy.runtime.tensorrt_backend import tensorrt_available
+
+    return tensorrt_available()
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -13,17 +13,17 @@ import os
 import subprocess
 import sys
 
-import climax_deploy.model  # noqa: F401  (registers torch.ops.climax)
 import pytest
 import torch
 import torch.nn.functional as F
+
+import climax_deploy.model  # noqa: F401  (registers torch.ops.climax)
+from climax_deploy.errors import BadInputError
 from climax_deploy.model import build_model, ops
 from climax_deploy.model.physics_attention import (
     elevation_bias,
     literal_elevation_attention,
 )
-
-from climax_deploy.errors import BadInputError
 
 op = torch.ops.climax.elevation_attention
 

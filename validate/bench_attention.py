@@ -41,9 +41,10 @@ def _rss_bytes() -> int:
 
 def run_variant(variant: str, device: str, batch: int, heads: int, seq_len: int, head_dim: int, dtype: str, repeats: int) -> dict[str, Any]:
     """Time one variant in this process; returns median seconds, peak extra bytes, a checksum."""
-    import climax_deploy.model  # noqa: F401  (registers torch.ops.climax)
     import torch
     import torch.nn.functional as F
+
+    import climax_deploy.model  # noqa: F401  (registers torch.ops.climax)
     from climax_deploy.model.physics_attention import (
         elevation_bias,
         literal_elevation_attention,

@@ -131,8 +131,9 @@ def compile_ptx(qkv: str, elevation: str, beta: str, head_dim: int, arch: int) -
 @functools.cache
 def _compile_ptx_cached(qkv: str, elevation: str, beta: str, head_dim: int, arch: int) -> CompiledKernel:
     import triton
-    from climax_deploy.runtime.kernels.triton_attention import compiled_kernel
     from triton.backends.compiler import GPUTarget
+
+    from climax_deploy.runtime.kernels.triton_attention import compiled_kernel
 
     check_types((qkv, qkv, qkv), elevation, beta, qkv)
     cfg = launch_config(1, 1, 1, head_dim, qkv)  # tiles depend on dtype and head dim only
