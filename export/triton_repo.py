@@ -96,9 +96,7 @@ def model_config(manifest: dict[str, Any], name: str, backend: str, kind: str, o
             f"  max_queue_delay_microseconds: {options.max_queue_delay_us}\n}}"
         )
     if backend == "onnxruntime" and options.onnx_threads:
-        lines.append(
-            'parameters { key: "intra_op_thread_count" value: { string_value: "%d" } }' % options.onnx_threads
-        )
+        lines.append('parameters { key: "intra_op_thread_count" value: { string_value: "%d" } }' % options.onnx_threads)
     return "\n".join(lines) + "\n"
 
 

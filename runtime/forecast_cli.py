@@ -35,7 +35,9 @@ def build_parser() -> ArgParser:
             "Needs the 'io' extra (xarray, netCDF4, zarr)."
         ),
     )
-    p.add_argument("--model", type=Path, required=True, help="model artifact: .onnx (ONNX Runtime) or .engine (TensorRT)")
+    p.add_argument(
+        "--model", type=Path, required=True, help="model artifact: .onnx (ONNX Runtime) or .engine (TensorRT)"
+    )
     p.add_argument("--analysis", type=Path, required=True, help="analysis file (.nc or .zarr) with named variables")
     p.add_argument("--static", type=Path, help="static fields file (.nc or .zarr): elevation, population, mask")
     p.add_argument("--lead-times", type=parse_lead_times, default=[12.0, 24.0, 48.0, 96.0], metavar="H,H,...",
@@ -43,7 +45,9 @@ def build_parser() -> ArgParser:
     p.add_argument("-o", "--output", type=Path, required=True, help="forecast file: .nc (NetCDF) or .zarr")
     p.add_argument("--regrid", choices=["bilinear"], default=None,
                    help="resample an analysis that is not on the model grid (default: refuse with the grid expected)")  # fmt: skip
-    p.add_argument("--mask", metavar="VAR", help="validity mask variable (in --static or --analysis); cells < 0.5 -> NaN")
+    p.add_argument(
+        "--mask", metavar="VAR", help="validity mask variable (in --static or --analysis); cells < 0.5 -> NaN"
+    )
     p.add_argument("--time-index", type=int, default=None, help="which analysis time to use when the file has several")
     p.add_argument("--batch-size", type=int, default=None,
                    help="lead times per model call (default: the model's batch limit, or 4 for a dynamic batch)")  # fmt: skip
@@ -83,7 +87,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     file_format(args.output)  # fail fast on a bad output name
     if not args.model.is_file():
         raise BadInputError(f"model file {args.model} does not exist")
-    say = (lambda msg: None) if args.quiet else (lambda msg: print(f"[climax-forecast] {msg}", file=sys.stderr, flush=True))
+    say = (
+        (lambda msg: None)
+        if args.quiet
+        else (lambda msg: print(f"[climax-forecast] {msg}", file=sys.stderr, flush=True))
+    )
     analysis = _select_time(open_dataset(args.analysis), args.time_index, str(args.analysis))
     static = open_dataset(args.static) if args.static is not None else None
     load_options: dict[str, Any] = {}

@@ -11,9 +11,9 @@ import pytest
 
 xr = pytest.importorskip("xarray", reason="the io extra (xarray) is not installed")
 
-from climax_deploy.runtime.io import PhysicalForecaster, write_dataset  # noqa: E402
-from climax_deploy.runtime.io.synthetic import synthetic_datasets  # noqa: E402
-from climax_deploy.schema import OUTPUTS  # noqa: E402
+from climax_deploy.runtime.io import PhysicalForecaster, write_dataset
+from climax_deploy.runtime.io.synthetic import synthetic_datasets
+from climax_deploy.schema import OUTPUTS
 
 BIN = Path(sys.executable).parent
 
@@ -57,7 +57,18 @@ def test_zarr_output_regrid_and_mask(small_onnx: Path, tmp_path: Path) -> None:
     analysis, static = synthetic_datasets((40, 80), seed=2)
     write_dataset(analysis, tmp_path / "a.zarr")
     write_dataset(static, tmp_path / "s.nc")
-    args = ["--model", str(small_onnx), "--analysis", "a.zarr", "--static", "s.nc", "--lead-times", "24", "-o", "f.zarr"]
+    args = [
+        "--model",
+        str(small_onnx),
+        "--analysis",
+        "a.zarr",
+        "--static",
+        "s.nc",
+        "--lead-times",
+        "24",
+        "-o",
+        "f.zarr",
+    ]
     refused = forecast_cli(*args, cwd=tmp_path)
     assert refused.returncode == 2 and "40 x 80" in refused.stderr and "--regrid bilinear" in refused.stderr
     assert refused.stderr.count("\n") == 1 and "Traceback" not in refused.stderr

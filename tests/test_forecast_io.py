@@ -14,9 +14,9 @@ import torch
 
 xr = pytest.importorskip("xarray", reason="the io extra (xarray) is not installed")
 
-from climax_deploy.errors import BadInputError  # noqa: E402
-from climax_deploy.model import ClimaX  # noqa: E402
-from climax_deploy.runtime.io import (  # noqa: E402
+from climax_deploy.errors import BadInputError
+from climax_deploy.model import ClimaX
+from climax_deploy.runtime.io import (
     Grid,
     PhysicalForecaster,
     Standardisation,
@@ -24,8 +24,8 @@ from climax_deploy.runtime.io import (  # noqa: E402
     read_stats_file,
     regrid_bilinear,
 )
-from climax_deploy.runtime.io.synthetic import synthetic_datasets  # noqa: E402
-from climax_deploy.schema import OUTPUTS, STANDARDISATION, STANDARDISATION_EPS, VARIABLES  # noqa: E402
+from climax_deploy.runtime.io.synthetic import synthetic_datasets
+from climax_deploy.schema import OUTPUTS, STANDARDISATION, STANDARDISATION_EPS, VARIABLES
 
 LEADS = [12.0, 24.0, 48.0, 96.0]
 # ONNX Runtime vs PyTorch in fp32 agree to ~3e-6 in standardised units (shared/NOTES.md); compared in
@@ -43,13 +43,17 @@ def forecaster(small_onnx: Path) -> PhysicalForecaster:
     return PhysicalForecaster(small_onnx, threads=2)
 
 
-def reference(model: ClimaX, analysis: xr.Dataset, static: xr.Dataset, stats: dict[str, tuple[float, float]]) -> np.ndarray:
+def reference(
+    model: ClimaX, analysis: xr.Dataset, static: xr.Dataset, stats: dict[str, tuple[float, float]]
+) -> np.ndarray:
     """The PyTorch reference in physical units [L, O, H, W], standardised by hand from `stats`."""
     a = analysis.isel(time=0)
     lon2d, lat2d = np.meshgrid(a["lon"].values, a["lat"].values)
     fields = {**{v: a[v].values for v in a.data_vars}, "elevation": static["elevation"].values,
               "population": static["population"].values, "lat2d": lat2d, "lon2d": lon2d}  # fmt: skip
-    x = np.stack([(fields[v].astype(np.float64) - stats[v][0]) / (stats[v][1] + STANDARDISATION_EPS) for v in VARIABLES])
+    x = np.stack(
+        [(fields[v].astype(np.float64) - stats[v][0]) / (stats[v][1] + STANDARDISATION_EPS) for v in VARIABLES]
+    )
     x = np.repeat(x[None].astype(np.float32), len(LEADS), axis=0)
     with torch.no_grad():
         y = model(torch.from_numpy(x), torch.tensor(LEADS), attention="literal").double().numpy()

@@ -12,10 +12,10 @@ import pytest
 text_format = pytest.importorskip("google.protobuf.text_format")
 model_config_pb2 = pytest.importorskip("tritonclient.grpc.model_config_pb2", reason="tritonclient[grpc] not installed")
 
-from climax_deploy.artifacts import sha256_file, write_manifest  # noqa: E402
-from climax_deploy.errors import BadInputError  # noqa: E402
-from climax_deploy.export.triton_repo import TritonRepoOptions, write_triton_repo  # noqa: E402
-from climax_deploy.runtime.serving.load import check_loopback  # noqa: E402
+from climax_deploy.artifacts import sha256_file, write_manifest
+from climax_deploy.errors import BadInputError
+from climax_deploy.export.triton_repo import TritonRepoOptions, write_triton_repo
+from climax_deploy.runtime.serving.load import check_loopback
 
 BIN = Path(sys.executable).parent
 DT = model_config_pb2.DataType
@@ -50,14 +50,18 @@ def test_onnx_repository_config(small_onnx: Path, tmp_path: Path) -> None:
     assert (y.name, y.data_type, list(y.dims)) == ("y", DT.TYPE_FP32, [6, 32, 64])
     assert list(cfg.dynamic_batching.preferred_batch_size) == [1, 2, 4, 8]
     assert cfg.dynamic_batching.max_queue_delay_microseconds == 500
-    assert cfg.instance_group[0].count == 2 and cfg.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_CPU
+    assert (
+        cfg.instance_group[0].count == 2 and cfg.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_CPU
+    )
     assert cfg.parameters["intra_op_thread_count"].string_value == "2"
     version = tmp_path / "repo" / "climax_onnx" / "1"
     assert sha256_file(version / "model.onnx") == sha256_file(small_onnx)
     assert json.loads((version / "model.onnx.manifest.json").read_text())["standardisation"]["pm25"] == [25.0, 15.0]
 
 
-def test_engine_gets_the_tensorrt_backend_capped_at_its_profile(small_onnx: Path, fake_engine: Path, tmp_path: Path) -> None:
+def test_engine_gets_the_tensorrt_backend_capped_at_its_profile(
+    small_onnx: Path, fake_engine: Path, tmp_path: Path
+) -> None:
     configs = write_triton_repo(tmp_path / "repo", onnx=small_onnx, engine=fake_engine)
     assert sorted(configs) == ["climax_onnx", "climax_trt"]
     cfg = parse(configs["climax_trt"])
@@ -95,7 +99,10 @@ def test_cli(small_onnx: Path, tmp_path: Path) -> None:
     out = subprocess.run([str(BIN / "export-triton-repo"), "--onnx", str(small_onnx), "-o", "repo", "--max-batch", "4",
                           "--preferred-batch-sizes", "2,4"], capture_output=True, text=True, timeout=120, cwd=tmp_path)  # fmt: skip
     assert out.returncode == 0, out.stderr
-    assert list(parse(tmp_path / "repo" / "climax_onnx" / "config.pbtxt").dynamic_batching.preferred_batch_size) == [2, 4]
+    assert list(parse(tmp_path / "repo" / "climax_onnx" / "config.pbtxt").dynamic_batching.preferred_batch_size) == [
+        2,
+        4,
+    ]
     for argv, message in ((["-o", "r"], "give --onnx"), (["--onnx", "missing.onnx", "-o", "r"], "no manifest")):
         bad = subprocess.run([str(BIN / "export-triton-repo"), *argv], capture_output=True, text=True, timeout=120,
                              cwd=tmp_path)  # fmt: skip

@@ -13,14 +13,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from triton_env import ensure_env, find_python  # tests/ is on sys.path under pytest
 
 grpcclient = pytest.importorskip("tritonclient.grpc", reason="tritonclient[grpc] (test extra) is not installed")
 
-from climax_deploy.runtime import load  # noqa: E402
-from climax_deploy.runtime.serving.launch import ServerProcess, _live_members  # noqa: E402
-from climax_deploy.runtime.serving.load import run_load  # noqa: E402
+from climax_deploy.runtime import load
+from climax_deploy.runtime.serving.launch import ServerProcess, _live_members
+from climax_deploy.runtime.serving.load import run_load
 
 pytestmark = pytest.mark.triton_server
 MAX_BATCH = 4

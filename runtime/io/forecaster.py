@@ -255,7 +255,9 @@ class PhysicalForecaster:
         if prepared.time is not None:
             coords["time"] = ((), prepared.time, {"standard_name": "forecast_reference_time"})
             if np.issubdtype(np.asarray(prepared.time).dtype, np.datetime64):
-                valid = np.asarray(prepared.time) + np.asarray([np.timedelta64(int(round(h * 3600)), "s") for h in lead_times])
+                valid = np.asarray(prepared.time) + np.asarray(
+                    [np.timedelta64(int(round(h * 3600)), "s") for h in lead_times]
+                )
                 coords["valid_time"] = ("lead_time", valid, {"standard_name": "time"})
         mask_note = (
             f"cells outside the validity mask {prepared.mask_name!r} are NaN" if prepared.mask is not None else None
@@ -280,7 +282,9 @@ class PhysicalForecaster:
             "model_sha256": str(manifest.get("sha256", "")),
             "model_preset": str(manifest.get("preset") or ""),
             "standardisation": self.standardisation.source,
-            "regrid": f"{regrid} (from the analysis grid)" if prepared.regridded else "none (analysis on the model grid)",
+            "regrid": f"{regrid} (from the analysis grid)"
+            if prepared.regridded
+            else "none (analysis on the model grid)",
             "history": f"{datetime.now(timezone.utc).isoformat(timespec='seconds')} climax-deploy forecast",
         }
         if mask_note:
@@ -311,7 +315,9 @@ def dataset_grid(ds: xr.Dataset, source: str) -> Grid:
 def _grid_of(obj: Any, lat_dim: str, lon_dim: str, source: str) -> Grid:
     for dim in (lat_dim, lon_dim):
         if dim not in obj.coords:
-            raise BadInputError(f"{source}: dim {dim!r} has no coordinate values; give 1-D lat/lon coordinates in degrees")
+            raise BadInputError(
+                f"{source}: dim {dim!r} has no coordinate values; give 1-D lat/lon coordinates in degrees"
+            )
     return Grid(
         check_coordinate(obj[lat_dim].values, lat_dim, source), check_coordinate(obj[lon_dim].values, lon_dim, source)
     )

@@ -65,7 +65,9 @@ def horizontal_dims(dims: Mapping[Any, int] | Any, source: str = "dataset") -> t
 def check_coordinate(values: np.ndarray, name: str, source: str) -> np.ndarray:
     values = np.asarray(values, dtype=np.float64)
     if values.ndim != 1 or len(values) < 2:
-        raise BadInputError(f"{source}: coordinate {name!r} must be 1-D with at least 2 points, got shape {values.shape}")
+        raise BadInputError(
+            f"{source}: coordinate {name!r} must be 1-D with at least 2 points, got shape {values.shape}"
+        )
     steps = np.diff(values)
     if not (np.all(steps > 0) or np.all(steps < 0)):
         raise BadInputError(f"{source}: coordinate {name!r} must be strictly monotonic to regrid")

@@ -1,8 +1,8 @@
 """Synthetic analysis and static files in physical units, for demos and tests (torch-free).
 
-    python -m climax_deploy.runtime.io.synthetic --grid 32x64 -o build/synthetic
-    # -> build/synthetic/analysis.nc (u, v, temp, rh, psfc, six pollutants; time, lat, lon)
-    #    build/synthetic/static.nc   (elevation, population, mask)
+python -m climax_deploy.runtime.io.synthetic --grid 32x64 -o build/synthetic
+# -> build/synthetic/analysis.nc (u, v, temp, rh, psfc, six pollutants; time, lat, lon)
+#    build/synthetic/static.nc   (elevation, population, mask)
 """
 
 from __future__ import annotations
@@ -39,7 +39,9 @@ def _smooth(rng: np.random.Generator, lat: np.ndarray, lon: np.ndarray) -> np.nd
     return field / (np.abs(field).max() + 1e-12)
 
 
-def synthetic_datasets(grid: tuple[int, int] = (32, 64), seed: int = 0, time: str = "2024-01-15T00:00") -> tuple[Any, Any]:
+def synthetic_datasets(
+    grid: tuple[int, int] = (32, 64), seed: int = 0, time: str = "2024-01-15T00:00"
+) -> tuple[Any, Any]:
     """(analysis, static) xarray Datasets on a regular lat/lon grid of `grid` over the author's domain."""
     xr = import_xarray()
     rng = np.random.default_rng(seed)
@@ -48,8 +50,11 @@ def synthetic_datasets(grid: tuple[int, int] = (32, 64), seed: int = 0, time: st
     coords = {"lat": ("lat", lat, {"units": "degrees_north"}), "lon": ("lon", lon, {"units": "degrees_east"})}
     analysis = xr.Dataset(
         {
-            name: (("time", "lat", "lon"), (c + a * _smooth(rng, lat, lon))[None].astype(np.float32),
-                   {"units": units, "long_name": long_name})
+            name: (
+                ("time", "lat", "lon"),
+                (c + a * _smooth(rng, lat, lon))[None].astype(np.float32),
+                {"units": units, "long_name": long_name},
+            )
             for name, (c, a, units, long_name) in DYNAMIC.items()
         },  # fmt: skip
         coords={**coords, "time": ("time", [np.datetime64(time, "ns")])},
@@ -58,11 +63,15 @@ def synthetic_datasets(grid: tuple[int, int] = (32, 64), seed: int = 0, time: st
     lat2d, lon2d = np.meshgrid(lat, lon, indexing="ij")
     mountain = 4500.0 * np.exp(-(((lat2d - 33.0) / 6.0) ** 2 + ((lon2d - 88.0) / 10.0) ** 2))  # a plateau in the west
     elevation = mountain + 300.0 * (1 + _smooth(rng, lat, lon))
-    population = np.abs(20000.0 * _smooth(rng, lat, lon)) * np.exp(-((lon2d - 115.0) / 15.0) ** 2)
+    population = np.abs(20000.0 * _smooth(rng, lat, lon)) * np.exp(-(((lon2d - 115.0) / 15.0) ** 2))
     mask = ((((lat2d - 35.0) / 18.0) ** 2 + ((lon2d - 104.0) / 30.0) ** 2) <= 1.0).astype(np.float32)
     static = xr.Dataset(
         {
-            "elevation": (("lat", "lon"), elevation.astype(np.float32), {"units": "m", "long_name": "surface elevation"}),
+            "elevation": (
+                ("lat", "lon"),
+                elevation.astype(np.float32),
+                {"units": "m", "long_name": "surface elevation"},
+            ),
             "population": (("lat", "lon"), population.astype(np.float32), {"units": "1", "long_name": "population"}),
             "mask": (("lat", "lon"), mask, {"long_name": "validity mask (1 inside the domain)"}),
         },
@@ -73,10 +82,14 @@ def synthetic_datasets(grid: tuple[int, int] = (32, 64), seed: int = 0, time: st
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m climax_deploy.runtime.io.synthetic", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(
+        prog="python -m climax_deploy.runtime.io.synthetic", description=__doc__.splitlines()[0]
+    )
     p.add_argument("--grid", default="32x64", help="HxW (default 32x64, the small preset; full is 128x256)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("-o", "--output", type=Path, default=Path("build/synthetic"), help="folder for analysis.nc, static.nc")
+    p.add_argument(
+        "-o", "--output", type=Path, default=Path("build/synthetic"), help="folder for analysis.nc, static.nc"
+    )
     args = p.parse_args(argv)
     h, _, w = args.grid.partition("x")
     analysis, static = synthetic_datasets((int(h), int(w)), args.seed)

@@ -5,7 +5,6 @@ and time; reports p50/p90/p99 latency and throughput. Optionally starts the serv
 from __future__ import annotations
 
 import ipaddress
-import json
 import socket
 import sys
 import threading
@@ -178,7 +177,9 @@ def build_parser() -> ArgParser:
     p.add_argument("--model-name", default="climax", help="model name on the server (default climax)")
     p.add_argument("-c", "--concurrency", type=int, default=4, help="concurrent clients (default 4)")
     p.add_argument("-n", "--requests", type=int, default=64, help="requests in all (default 64)")
-    p.add_argument("--duration", type=float, default=120.0, help="stop issuing requests after this many s (default 120)")
+    p.add_argument(
+        "--duration", type=float, default=120.0, help="stop issuing requests after this many s (default 120)"
+    )
     p.add_argument("--batch", type=int, default=1, help="samples per request (default 1)")
     p.add_argument("--json", type=Path, help="write the summary as JSON here")
     return p

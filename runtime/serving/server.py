@@ -166,9 +166,10 @@ def serve(model_path: str, options: ServeOptions, load_options: dict[str, Any] |
     signal.signal(signal.SIGTERM, _terminate)
     expose_libpython()
     try:
-        with tempfile.TemporaryDirectory(prefix="climax-serve-") as workspace, Triton(
-            config=triton_config(options), workspace=os.path.join(workspace, "pytriton")
-        ) as triton:
+        with (
+            tempfile.TemporaryDirectory(prefix="climax-serve-") as workspace,
+            Triton(config=triton_config(options), workspace=os.path.join(workspace, "pytriton")) as triton,
+        ):
             bind_forecasters(triton, forecasters, options)
             triton.run()
             ready = {
@@ -195,7 +196,9 @@ def build_parser() -> ArgParser:
         ),
     )
     p.add_argument("model", help="model artifact (.onnx or .engine) with its manifest")
-    p.add_argument("--name", default=DEFAULT_MODEL_NAME, help=f"model name on the server (default {DEFAULT_MODEL_NAME})")
+    p.add_argument(
+        "--name", default=DEFAULT_MODEL_NAME, help=f"model name on the server (default {DEFAULT_MODEL_NAME})"
+    )
     p.add_argument("--host", default=DEFAULT_HOST, help=f"address to bind (default {DEFAULT_HOST}: loopback only)")
     p.add_argument("--http-port", type=int, default=8000)
     p.add_argument("--grpc-port", type=int, default=8001)
