@@ -209,9 +209,10 @@ def format_bench(report: dict[str, Any]) -> str:
             continue
         ratio = f"{r['ratio_vs_fused']:.2f}" if r.get("ratio_vs_fused") else "-"
         parity = r.get("parity_vs_literal", {}).get("rel_l2")
+        parity_text = "-" if parity is None else f"{parity:.2e}"
         lines.append(
             f"{r['backend']:<15} {r['median_s']:9.2f} {min(r['times_s']):7.2f} {max(r['times_s']):7.2f} "
-            f"{r['peak_rss_gb']:12.2f} {ratio:>8} {parity if parity is None else f'{parity:.2e}':>18}"
+            f"{r['peak_rss_gb']:12.2f} {ratio:>8} {parity_text:>18}"
         )
     if report.get("onnxruntime_profile"):
         lines += ["", "ONNX Runtime, top operators (one run):"]
