@@ -14,15 +14,15 @@ Each mode is a GraphPass; every rewritten model still runs on ONNX Runtime.
 
 from __future__ import annotations
 
-import math
 from typing import Any, Literal
 
 import onnx
 from onnx import TensorProto, helper, version_converter
 
 from climax_deploy.errors import BadInputError, ExportError
+from climax_deploy.export.elevation_function import elevation_bias_nodes, scaled_query_nodes
 from climax_deploy.export.passes import GraphPass, PassResult, elevation_functions, elevation_nodes, opset_version
-from climax_deploy.schema import CUSTOM_DOMAIN, CUSTOM_OP, MASK_FLOOR
+from climax_deploy.schema import CUSTOM_DOMAIN, CUSTOM_OP
 
 AttentionMode = Literal["inline", "native", "plugin"]
 ATTENTION_MODES: tuple[str, ...] = ("inline", "native", "plugin")
@@ -117,26 +117,8 @@ def attention23_function(opset: int, softmax_in_float32: bool) -> onnx.FunctionP
     if softmax_in_float32:
         attention_attrs["softmax_precision"] = TensorProto.FLOAT
     nodes = [
-        n("Shape", ["q"], ["head_dim_i"], start=-1),
-        n("Cast", ["head_dim_i"], ["head_dim_f"], to=TensorProto.FLOAT),
-        n("Sqrt", ["head_dim_f"], ["sqrt_dim"]),
-        n("Reciprocal", ["sqrt_dim"], ["inv_sqrt_dim_f"]),
-        n("CastLike", ["inv_sqrt_dim_f", "q"], ["inv_sqrt_dim"]),
-        n("Mul", ["q", "inv_sqrt_dim"], ["q_scaled"]),
-        n("Constant", [], ["axis_1"], value_ints=[1]),
-        n("Constant", [], ["axis_2"], value_ints=[2]),
-        n("Unsqueeze", ["elevation", "axis_1"], ["e_key"]),  # [B, 1, N]: e_j
-        n("Unsqueeze", ["elevation", "axis_2"], ["e_query"]),  # [B, N, 1]: e_i
-        n("Sub", ["e_key", "e_query"], ["rise"]),  # [B, N, N]
-        n("CastLike", ["beta", "rise"], ["beta_like"]),
-        n("Mul", ["beta_like", "rise"], ["barrier"]),
-        n("Softplus", ["barrier"], ["softplus"]),
-        n("Neg", ["softplus"], ["log_mask"]),
-        n("Constant", [], ["log_floor_f"], value_float=math.log(MASK_FLOOR)),
-        n("CastLike", ["log_floor_f", "log_mask"], ["log_floor"]),
-        n("Max", ["log_mask", "log_floor"], ["bias3"]),
-        n("Unsqueeze", ["bias3", "axis_1"], ["bias4"]),  # [B, 1, N, N]
-        n("CastLike", ["bias4", "q"], ["mask"]),
+        *scaled_query_nodes(),
+        *elevation_bias_nodes("mask", like="q"),
         n("Attention", ["q_scaled", "k", "v", "mask"], ["out"], **attention_attrs),
     ]
     return helper.make_function(
