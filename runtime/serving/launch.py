@@ -9,12 +9,13 @@ from __future__ import annotations
 import json
 import logging
 import os
-import select
+import queue
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from types import TracebackType
@@ -107,19 +108,38 @@ class ServerProcess:
         return self
 
     def _wait_ready(self) -> None:
+        """Wait for the server's JSON ready line on stdout.
+
+        Lines are read by a thread into a queue: select() on a buffered pipe can miss a line that
+        arrived in the same chunk as the one before it (it sits in Python's buffer, not in the pipe).
+        """
         assert self.proc is not None and self.proc.stdout is not None
+        lines: queue.Queue[str] = queue.Queue()
+        stdout = self.proc.stdout
+
+        def pump() -> None:  # keeps draining after "ready", so a chatty server never blocks on a full pipe
+            try:
+                for line in stdout:
+                    lines.put(line)
+            except (ValueError, OSError):  # the pipe was closed by stop()
+                pass
+
+        threading.Thread(target=pump, name="climax-serve-stdout", daemon=True).start()
         deadline = time.monotonic() + self.startup_timeout_s
         while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise ServerStartError(f"climax-serve exited with code {self.proc.returncode}: {self.log_tail()}")
-            readable, _, _ = select.select([self.proc.stdout], [], [], 0.5)
-            if readable:
-                line = self.proc.stdout.readline()
-                if line.startswith("{"):
-                    info = json.loads(line)
-                    if info.get("ready"):
-                        self.ready_info = info
-                        return
+            try:
+                line = lines.get(timeout=0.5)
+            except queue.Empty:
+                if self.proc.poll() is not None:
+                    raise ServerStartError(
+                        f"climax-serve exited with code {self.proc.returncode}: {self.log_tail()}"
+                    ) from None
+                continue
+            if line.startswith("{"):
+                info = json.loads(line)
+                if info.get("ready"):
+                    self.ready_info = info
+                    return
         raise ServerStartError(f"climax-serve not ready after {self.startup_timeout_s:.0f} s: {self.log_tail()}")
 
     def log_tail(self, lines: int = 8) -> str:
