@@ -7,6 +7,7 @@ Each pass is testable alone; `export-onnx` and `build-engine` compose them.
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -24,7 +25,7 @@ class PassResult:
     modified: bool
 
 
-class GraphPass:
+class GraphPass(abc.ABC):
     """Base class: subclasses implement `call`, and optionally `requires` / `ensures`."""
 
     def requires(self, model: onnx.ModelProto) -> None:
@@ -33,8 +34,9 @@ class GraphPass:
     def ensures(self, model: onnx.ModelProto) -> None:
         """Raise ExportError when the result breaks the pass's postcondition."""
 
+    @abc.abstractmethod
     def call(self, model: onnx.ModelProto) -> PassResult:
-        raise NotImplementedError
+        """Transform the model; say whether anything changed."""
 
     def __call__(self, model: onnx.ModelProto) -> PassResult:
         self.requires(model)
