@@ -6,7 +6,7 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -99,8 +99,3 @@ def check_checksums(artifact: Path, manifest: dict[str, Any]) -> None:
         if sha256_file(data) != digest:
             raise ModelFileError(f"{data}: sha256 does not match the manifest; the file is truncated or changed")
 
-
-def run_atomically(final: str | os.PathLike[str], write: Callable[[Path], None]) -> None:
-    """Call `write(tmp)` and move tmp over `final` only on success."""
-    with atomic_path(final) as tmp:
-        write(tmp)

@@ -26,7 +26,7 @@ from climax_deploy.export.elevation_function import AttachElevationFunction
 from climax_deploy.export.passes import DEFAULT_OPSET, GraphPass, elevation_functions, elevation_nodes, run_passes
 from climax_deploy.model import ClimaX
 from climax_deploy.progress import Progress
-from climax_deploy.runtime.io.stats import merge_stats
+from climax_deploy.runtime.io.stats import Standardisation, merge_stats
 from climax_deploy.schema import (
     CUSTOM_DOMAIN,
     CUSTOM_OP,
@@ -160,10 +160,7 @@ def build_manifest(model: ClimaX, options: ExportOptions, provenance: dict[str, 
         "model_config": cfg.to_dict(),
         "custom_op": {"domain": CUSTOM_DOMAIN, "name": CUSTOM_OP, "version": CUSTOM_OP_VERSION},
         # (mean, std) per variable in physical units, the runtime's standardisation (runtime/io/stats.py).
-        "standardisation": {
-            name: [float(m), float(s)]
-            for name, (m, s) in merge_stats(options.standardisation, cfg.variables, "standardisation").items()
-        },
+        "standardisation": Standardisation(merge_stats(options.standardisation, cfg.variables, "standardisation")).to_manifest(),
         "standardisation_eps": STANDARDISATION_EPS,
         "opset": options.opset,
         "versions": versions(),
@@ -259,13 +256,6 @@ def export_onnx(
     write_manifest(output, manifest)
     log.info("wrote %s (%s)", output, "external data" if external else "inline weights")
     return manifest
-
-
-def remove_artifact(output: Path) -> None:
-    """Delete a model, its external data and its manifest (used by tests and re-exports)."""
-    for path in (output, Path(str(output) + ".data"), Path(str(output) + ".manifest.json")):
-        if path.exists():
-            path.unlink()
 
 
 __all__ = ["ExportOptions", "export_onnx", "save_model", "trace_to_onnx", "DEFAULT_OPSET"]

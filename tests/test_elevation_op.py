@@ -16,40 +16,16 @@ import sys
 import pytest
 import torch
 import torch.nn.functional as F
+from attention_cases import exact, inputs  # tests/ is on sys.path under pytest
 
 import climax_deploy.model  # noqa: F401  (registers torch.ops.climax)
 from climax_deploy.errors import BadInputError
 from climax_deploy.model import build_model, ops
 from climax_deploy.model.physics_attention import (
-    elevation_bias,
     literal_elevation_attention,
 )
 
 op = torch.ops.climax.elevation_attention
-
-
-def _terrain(kind: str, batch: int, n: int, gen: torch.Generator) -> torch.Tensor:
-    if kind == "flat":
-        return torch.zeros(batch, n)
-    e = torch.rand(batch, n, generator=gen)
-    if kind == "ties":
-        e = torch.round(e * 3) / 3
-    if kind == "mixed" and batch > 1:
-        e[1] = 0.0
-    lo, hi = e.amin(-1, keepdim=True), e.amax(-1, keepdim=True)
-    return (e - lo) / torch.where(hi - lo <= 1e-6, torch.ones_like(hi), hi - lo)
-
-
-def _inputs(b: int, h: int, n: int, d: int, kind: str = "random", seed: int = 0, dtype: torch.dtype = torch.float32):
-    gen = torch.Generator().manual_seed(seed)
-    q, k, v = (torch.randn(b, h, n, d, generator=gen).to(dtype) for _ in range(3))
-    return q, k, v, _terrain(kind, b, n, gen)
-
-
-def _exact(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, e: torch.Tensor, beta: float) -> torch.Tensor:
-    qd, kd, vd, ed = (t.double() for t in (q, k, v, e))
-    bias = elevation_bias(ed, torch.tensor(beta, dtype=torch.float64)).unsqueeze(1)
-    return torch.softmax(qd @ kd.transpose(-2, -1) / math.sqrt(q.shape[-1]) + bias, dim=-1) @ vd
 
 
 @pytest.mark.parametrize(
@@ -64,33 +40,33 @@ def _exact(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, e: torch.Tensor, b
     ],
 )
 def test_cpu_op_matches_exact_form(b: int, h: int, n: int, d: int, beta: float, kind: str) -> None:
-    q, k, v, e = _inputs(b, h, n, d, kind)
+    q, k, v, e = inputs(b, h, n, d, kind=kind)
     out = op(q, k, v, e, torch.tensor(beta))
     assert out.shape == q.shape and out.dtype == q.dtype
-    torch.testing.assert_close(out.double(), _exact(q, k, v, e, beta), atol=2e-5, rtol=1e-5)
+    torch.testing.assert_close(out.double(), exact(q, k, v, e, beta), atol=2e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("beta", [0.0, 3.0])
 def test_cpu_op_matches_literal_seed_form(beta: float) -> None:
-    q, k, v, e = _inputs(2, 2, 300, 96, "mixed", seed=1)
+    q, k, v, e = inputs(2, 2, 300, 96, kind="mixed", seed=1)
     b = torch.tensor(beta)
     torch.testing.assert_close(op(q, k, v, e, b), literal_elevation_attention(q, k, v, e, b), atol=2e-5, rtol=1e-5)
 
 
 def test_cpu_op_literal_gap_at_large_beta_is_the_renorm_epsilon() -> None:
     """beta = 50: the literal form's +1e-8 shifts rows whose keys are all uphill by up to 1e-8 / 1e-6."""
-    q, k, v, e = _inputs(1, 2, 129, 64, seed=2)
+    q, k, v, e = inputs(1, 2, 129, 64, seed=2)
     b = torch.tensor(50.0)
     gap = (op(q, k, v, e, b) - literal_elevation_attention(q, k, v, e, b)).abs().max().item()
     assert gap < 1e-2 * v.abs().max().item()
 
 
 @pytest.mark.parametrize(("dtype", "tol"), [(torch.float16, 2e-3), (torch.bfloat16, 1.6e-2)])
-def test_cpu_op_16bit_inputs(dtype: torch.dtype, tol: float) -> None:
-    q, k, v, e = _inputs(1, 2, 70, 96, dtype=dtype, seed=3)
+def test_cpu_op_16bitinputs(dtype: torch.dtype, tol: float) -> None:
+    q, k, v, e = inputs(1, 2, 70, 96, dtype=dtype, seed=3)
     out = op(q, k, v, e, torch.tensor(3.0))
     assert out.dtype == dtype
-    torch.testing.assert_close(out.double(), _exact(q, k, v, e, 3.0), atol=tol, rtol=tol)
+    torch.testing.assert_close(out.double(), exact(q, k, v, e, 3.0), atol=tol, rtol=tol)
 
 
 def test_cpu_op_memory_is_blocked(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -103,29 +79,29 @@ def test_cpu_op_memory_is_blocked(monkeypatch: pytest.MonkeyPatch) -> None:
         return real(q, k, v, attn_mask=attn_mask)
 
     monkeypatch.setattr(ops.F, "scaled_dot_product_attention", spy)
-    q, k, v, e = _inputs(1, 2, 600, 64)
+    q, k, v, e = inputs(1, 2, 600, 64)
     out = op(q, k, v, e, torch.tensor(3.0))
     assert len(seen) == math.ceil(600 / ops.QUERY_BLOCK)
     assert all(s[-2] <= ops.QUERY_BLOCK and s[-1] == 600 for s in seen)
-    torch.testing.assert_close(out.double(), _exact(q, k, v, e, 3.0), atol=2e-5, rtol=1e-5)
+    torch.testing.assert_close(out.double(), exact(q, k, v, e, 3.0), atol=2e-5, rtol=1e-5)
 
 
 def test_op_registration_fake_and_autograd() -> None:
     """opcheck: schema, fake (meta) implementation, autograd registration, torch.compile-ability."""
-    q, k, v, e = _inputs(1, 2, 20, 64, seed=4)
+    q, k, v, e = inputs(1, 2, 20, 64, seed=4)
     args = (q.requires_grad_(), k.requires_grad_(), v.requires_grad_(), e.requires_grad_(), torch.tensor(3.0, requires_grad=True))
     torch.library.opcheck(op, args, test_utils=("test_schema", "test_faketensor", "test_autograd_registration"))
 
 
 def test_op_backward_matches_autograd_of_exact_form(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(ops, "QUERY_BLOCK", 8)  # several blocks in the recomputing backward
-    q, k, v, e = (t.double().requires_grad_() for t in _inputs(1, 2, 20, 4, seed=5))
+    q, k, v, e = (t.double().requires_grad_() for t in inputs(1, 2, 20, 4, seed=5))
     beta = torch.tensor(5.0, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(op, (q, k, v, e, beta))
 
 
-def test_op_rejects_bad_inputs() -> None:
-    q, k, v, e = _inputs(1, 1, 8, 64)
+def test_op_rejects_badinputs() -> None:
+    q, k, v, e = inputs(1, 1, 8, 64)
     with pytest.raises(BadInputError, match=r"k must have q's shape"):
         op(q, k[:, :, :4], v, e, torch.tensor(3.0))
     with pytest.raises(BadInputError, match="beta must be a single number"):

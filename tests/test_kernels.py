@@ -10,16 +10,16 @@ Tolerances, by q/k/v dtype (outputs are O(1): convex mixes of N(0, 1) values):
 
 from __future__ import annotations
 
-import math
 import os
 
 os.environ["TRITON_INTERPRET"] = "1"  # before triton's first import: it fixes interpreter mode then
 
 import pytest
 import torch
+from attention_cases import exact, inputs, terrain  # tests/ is on sys.path under pytest
 
 from climax_deploy.errors import BadInputError
-from climax_deploy.model.physics_attention import elevation_bias, literal_elevation_attention
+from climax_deploy.model.physics_attention import literal_elevation_attention
 from climax_deploy.runtime.kernels import launch
 
 triton = pytest.importorskip("triton")
@@ -31,35 +31,6 @@ TOLERANCES = {
     torch.float16: (2e-3, 4e-3),
     torch.bfloat16: (2e-2, 3e-2),
 }
-
-
-def terrain(kind: str, batch: int, n: int, gen: torch.Generator) -> torch.Tensor:
-    """Normalised elevations [B, N]: random, with ties, flat, or one terrain per sample."""
-    if kind == "flat":
-        return torch.zeros(batch, n)
-    e = torch.rand(batch, n, generator=gen)
-    if kind == "ties":
-        e = torch.round(e * 3) / 3  # four levels: many equal elevations
-    if kind == "mixed" and batch > 1:
-        e[1] = 0.0  # sample 0 mountainous, sample 1 flat
-        e[0] = torch.linspace(0, 1, n)[torch.randperm(n, generator=gen)]
-    lo, hi = e.amin(-1, keepdim=True), e.amax(-1, keepdim=True)
-    span = torch.where(hi - lo <= 1e-6, torch.ones_like(hi), hi - lo)
-    return (e - lo) / span
-
-
-def exact(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, e: torch.Tensor, beta: float) -> torch.Tensor:
-    """The bias form in float64."""
-    qd, kd, vd, ed = (t.double() for t in (q, k, v, e))
-    scores = qd @ kd.transpose(-2, -1) / math.sqrt(q.shape[-1])
-    bias = elevation_bias(ed, torch.tensor(beta, dtype=torch.float64)).unsqueeze(1)
-    return torch.softmax(scores + bias, dim=-1) @ vd
-
-
-def inputs(b: int, h: int, n: int, d: int, dtype: torch.dtype, kind: str = "random", seed: int = 0):
-    gen = torch.Generator().manual_seed(seed)
-    q, k, v = (torch.randn(b, h, n, d, generator=gen).to(dtype) for _ in range(3))
-    return q, k, v, terrain(kind, b, n, gen)
 
 
 CASES = [  # (B, H, N, D, beta, terrain): N = 1, 7, 129, 300; heads 1..8; head dims 64/96/128

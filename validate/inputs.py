@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from climax_deploy.errors import BadInputError
-from climax_deploy.schema import ELEVATION_VARIABLE, STANDARDISATION, STANDARDISATION_EPS
+from climax_deploy.runtime.io.stats import Standardisation
+from climax_deploy.schema import ELEVATION_VARIABLE
 
 # Rough physical ranges for the synthetic fields: (centre, amplitude) in each variable's units.
 _SYNTHETIC_RANGE = {
@@ -54,12 +55,8 @@ def physical_fields(variables: tuple[str, ...], terrain_m: np.ndarray, seed: int
 
 
 def standardise(fields: dict[str, np.ndarray], variables: tuple[str, ...]) -> np.ndarray:
-    """Stack physical fields into a standardised [V, H, W] float32 array in `variables` order."""
-    out = []
-    for name in variables:
-        mean, std = STANDARDISATION[name]
-        out.append((fields[name] - mean) / (std + STANDARDISATION_EPS))
-    return np.stack(out).astype(np.float32)
+    """Stack physical fields into a standardised [V, H, W] float32 array with the author's constants."""
+    return Standardisation.defaults().apply(fields, variables)
 
 
 def synthetic_sample(variables: tuple[str, ...], terrain_m: np.ndarray, seed: int = 0) -> np.ndarray:
