@@ -103,6 +103,7 @@ def torch_eager(preset: str, dtype_name: str, x: np.ndarray, lead: np.ndarray, a
     from climax_deploy.model import build_model
 
     dtype = {"fp32": torch.float32, "fp16": torch.float16}[dtype_name]
+    gc.collect()  # the previous row's model and buffers
     torch.cuda.empty_cache()
     torch.cuda.reset_peak_memory_stats()
     before = gpu_used_bytes()
@@ -117,10 +118,7 @@ def torch_eager(preset: str, dtype_name: str, x: np.ndarray, lead: np.ndarray, a
     result = {"backend": f"pytorch eager {dtype_name} (fused attention)", **timing,
               "peak_allocated_mib": torch.cuda.max_memory_allocated() / 2**20,
               "gpu_used_delta_mib": (gpu_used_bytes() - before) / 2**20}  # fmt: skip
-    del model, xt, lt
-    gc.collect()
-    torch.cuda.empty_cache()
-    return result
+    return result  # the model and buffers go with this frame; the next row starts with empty_cache()
 
 
 def engine_row(preset: str, mode: str, onnx_path: Path, x: np.ndarray, lead: np.ndarray, args: argparse.Namespace) -> dict[str, Any]:

@@ -7,7 +7,11 @@ with the reason, only where no Python >= 3.12 exists; an install or server failu
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -91,6 +95,30 @@ def test_server_stops_with_its_children(triton_python: Path, small_onnx: Path) -
         pgid = proc.proc.pid if proc.proc else -1
         assert proc.ready_info["ready"] and infer(proc.grpc_url, *_one_sample()).shape == (1, 6, 32, 64)
     assert proc.proc is None and not _live_members(pgid)
+
+
+def test_server_stops_when_its_launcher_is_killed(triton_python: Path, small_onnx: Path) -> None:
+    """A launcher killed outright (SIGKILL: no finalizer runs) still leaves no server behind."""
+    script = (
+        "import sys; from climax_deploy.runtime.serving.launch import ServerProcess\n"
+        f"p = ServerProcess({str(small_onnx)!r}, python={str(triton_python)!r}, max_batch=1, threads=1).start()\n"
+        "print(p.proc.pid, flush=True); sys.stdin.read()\n"
+    )
+    launcher = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert launcher.stdout is not None
+        pgid = int(launcher.stdout.readline())
+        assert _live_members(pgid)
+    finally:
+        launcher.kill()
+        launcher.wait(timeout=30)
+    deadline = time.monotonic() + 60
+    while _live_members(pgid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    alive = _live_members(pgid)
+    if alive:
+        os.killpg(pgid, signal.SIGKILL)
+    assert not alive, "climax-serve outlived its launcher"
 
 
 def _one_sample() -> tuple[np.ndarray, np.ndarray]:

@@ -6,16 +6,15 @@ group) so that stopping it also stops the tritonserver and proxy processes pytri
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
-import queue
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from types import TracebackType
@@ -32,11 +31,13 @@ class ServerStartError(ClimaxDeployError):
     """The Triton server did not become ready."""
 
 
-def free_port() -> int:
-    """A TCP port free on loopback right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((LOOPBACK, 0))
-        return int(s.getsockname()[1])
+def free_ports(count: int) -> list[int]:
+    """`count` distinct TCP ports free on loopback right now (all held open together while chosen)."""
+    with contextlib.ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) for _ in range(count)]
+        for s in socks:
+            s.bind((LOOPBACK, 0))
+        return [int(s.getsockname()[1]) for s in socks]
 
 
 class ServerProcess:
@@ -65,10 +66,12 @@ class ServerProcess:
         self.extra_args = list(extra_args or [])
         self.http_port = 0
         self.grpc_port = 0
-        self.proc: subprocess.Popen[str] | None = None
+        self.proc: subprocess.Popen[bytes] | None = None
         self.ready_info: dict[str, Any] = {}
+        self._workdir: tempfile.TemporaryDirectory[str] | None = None
         self._log: IO[str] | None = None
         self.log_path: Path | None = None
+        self.ready_path: Path | None = None
 
     @property
     def grpc_url(self) -> str:
@@ -91,15 +94,19 @@ class ServerProcess:
     def start(self) -> ServerProcess:
         if not self.model.is_file():
             raise BadInputError(f"model file {self.model} does not exist")
-        self.http_port, self.grpc_port = free_port(), free_port()
-        fd, log_name = tempfile.mkstemp(prefix="climax-serve-", suffix=".log")
-        os.close(fd)
-        self.log_path = Path(log_name)
+        self.http_port, self.grpc_port = free_ports(2)
+        self._workdir = tempfile.TemporaryDirectory(prefix="climax-serve-")
+        self.log_path = Path(self._workdir.name) / "server.log"
+        self.ready_path = Path(self._workdir.name) / "ready.json"
         self._log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
+        # stdout goes to the log too: tritonserver's own log lines (relayed by pytriton) share it and
+        # can split the server's ready line, so readiness comes through a file written atomically.
+        # --parent-pid: the server stops when this process dies (on Linux, when the thread that
+        # started it exits: start servers from a thread that outlives them, e.g. the main thread).
+        cmd = [*self.command(), "--ready-file", str(self.ready_path), "--parent-pid", str(os.getpid())]
         self.proc = subprocess.Popen(
-            self.command(), stdout=subprocess.PIPE, stderr=self._log, stdin=subprocess.DEVNULL, text=True,
-            start_new_session=True,
-        )  # fmt: skip
+            cmd, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+        )
         try:
             self._wait_ready()
         except BaseException:
@@ -108,38 +115,16 @@ class ServerProcess:
         return self
 
     def _wait_ready(self) -> None:
-        """Wait for the server's JSON ready line on stdout.
-
-        Lines are read by a thread into a queue: select() on a buffered pipe can miss a line that
-        arrived in the same chunk as the one before it (it sits in Python's buffer, not in the pipe).
-        """
-        assert self.proc is not None and self.proc.stdout is not None
-        lines: queue.Queue[str] = queue.Queue()
-        stdout = self.proc.stdout
-
-        def pump() -> None:  # keeps draining after "ready", so a chatty server never blocks on a full pipe
-            try:
-                for line in stdout:
-                    lines.put(line)
-            except (ValueError, OSError):  # the pipe was closed by stop()
-                pass
-
-        threading.Thread(target=pump, name="climax-serve-stdout", daemon=True).start()
+        """Wait for the server's ready file (its JSON: ports, model name, backend)."""
+        assert self.proc is not None and self.ready_path is not None
         deadline = time.monotonic() + self.startup_timeout_s
         while time.monotonic() < deadline:
-            try:
-                line = lines.get(timeout=0.5)
-            except queue.Empty:
-                if self.proc.poll() is not None:
-                    raise ServerStartError(
-                        f"climax-serve exited with code {self.proc.returncode}: {self.log_tail()}"
-                    ) from None
-                continue
-            if line.startswith("{"):
-                info = json.loads(line)
-                if info.get("ready"):
-                    self.ready_info = info
-                    return
+            if self.ready_path.is_file():
+                self.ready_info = json.loads(self.ready_path.read_text())
+                return
+            if self.proc.poll() is not None:
+                raise ServerStartError(f"climax-serve exited with code {self.proc.returncode}: {self.log_tail()}")
+            time.sleep(0.1)
         raise ServerStartError(f"climax-serve not ready after {self.startup_timeout_s:.0f} s: {self.log_tail()}")
 
     def log_tail(self, lines: int = 8) -> str:
@@ -165,11 +150,12 @@ class ServerProcess:
                     _signal_group(pgid, signal.SIGKILL)
                     proc.wait(timeout=10)
                 _wait_group_gone(pgid, self.stop_timeout_s)
-            if proc.stdout is not None:
-                proc.stdout.close()
         if self._log is not None:
             self._log.close()
             self._log = None
+        if self._workdir is not None:
+            self._workdir.cleanup()
+            self._workdir = None
 
     def __enter__(self) -> ServerProcess:
         return self.start()

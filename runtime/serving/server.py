@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from climax_deploy.artifacts import write_json_atomic
 from climax_deploy.cli import EXIT_OK, ArgParser, run_cli
 from climax_deploy.errors import BadInputError, MissingBackendError
 from climax_deploy.runtime.base import Forecaster
@@ -138,6 +139,18 @@ def triton_config(options: ServeOptions) -> Any:
     )
 
 
+def exit_with_parent(parent_pid: int) -> None:
+    """Get SIGTERM when the launcher dies (Linux), so a killed test run or load test leaves no server
+    behind; the launcher already gone means exit now."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+    if os.getppid() != parent_pid:  # died before prctl took effect (or not Linux and already gone)
+        raise SystemExit(f"launcher {parent_pid} is gone")
+
+
 def expose_libpython() -> None:
     """Triton's Python backend stub links libpython; a shared build outside the loader's path
     (pyenv, conda) is found through LD_LIBRARY_PATH, which the server's children inherit."""
@@ -149,8 +162,16 @@ def expose_libpython() -> None:
         os.environ["LD_LIBRARY_PATH"] = os.pathsep.join([libdir, *paths])
 
 
-def serve(model_path: str, options: ServeOptions, load_options: dict[str, Any] | None = None) -> None:
-    """Load `options.instances` forecasters and serve them until SIGINT/SIGTERM."""
+def serve(
+    model_path: str,
+    options: ServeOptions,
+    load_options: dict[str, Any] | None = None,
+    ready_file: str | os.PathLike[str] | None = None,
+) -> None:
+    """Load `options.instances` forecasters and serve them until SIGINT/SIGTERM.
+
+    When ready, one JSON line goes to stdout (for people) and, atomically, to `ready_file` (for
+    launchers: stdout also carries tritonserver's log lines, which can interleave with it)."""
     import_pytriton()
     from pytriton.triton import Triton
 
@@ -176,7 +197,9 @@ def serve(model_path: str, options: ServeOptions, load_options: dict[str, Any] |
                 "ready": True, "model": options.model_name, "host": options.host, "http_port": options.http_port,
                 "grpc_port": options.grpc_port, "instances": options.instances, "backend": forecasters[0].backend,
             }  # fmt: skip
-            print(json.dumps(ready), flush=True)  # one line on stdout: launchers wait for it
+            if ready_file is not None:
+                write_json_atomic(ready_file, ready)
+            print(json.dumps(ready), flush=True)
             triton.serve()
     except KeyboardInterrupt:
         pass
@@ -208,11 +231,23 @@ def build_parser() -> ArgParser:
     p.add_argument("--max-queue-delay-us", type=int, default=2000, help="batcher's queue delay (default 2000 us)")
     p.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads per instance")
     p.add_argument("--providers", default="auto", help="ONNX Runtime providers: auto (default), cpu or cuda")
+    p.add_argument("--ready-file", default=None, help="write the ready JSON to this file once serving")
+    p.add_argument("--parent-pid", type=int, default=None, help="stop when this process (the launcher) exits")
+    p.add_argument(
+        "--log-level", default="warning", choices=["debug", "info", "warning", "error"],
+        help="log level on stderr, pytriton's included (default warning)",
+    )  # fmt: skip
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    root = logging.getLogger()
+    root.setLevel(args.log_level.upper())
+    for handler in root.handlers:  # timestamps: startup and shutdown steps are what one debugs here
+        handler.setFormatter(logging.Formatter("climax-serve %(asctime)s %(name)s: %(message)s"))
+    if args.parent_pid is not None:
+        exit_with_parent(args.parent_pid)
     options = ServeOptions(
         model_name=args.name, host=args.host, http_port=args.http_port, grpc_port=args.grpc_port,
         metrics_port=args.metrics_port, instances=args.instances, max_batch=args.max_batch,
@@ -221,7 +256,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     load_options: dict[str, Any] = {}
     if str(args.model).endswith(".onnx"):
         load_options = {"providers": args.providers, "threads": args.threads}
-    serve(args.model, options, load_options)
+    serve(args.model, options, load_options, ready_file=args.ready_file)
     return EXIT_OK
 
 
