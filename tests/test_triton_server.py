@@ -8,6 +8,7 @@ with the reason, only where no Python >= 3.12 exists; an install or server failu
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -102,16 +103,18 @@ def test_server_stops_when_its_launcher_is_killed(triton_python: Path, small_onn
     script = (
         "import sys; from climax_deploy.runtime.serving.launch import ServerProcess\n"
         f"p = ServerProcess({str(small_onnx)!r}, python={str(triton_python)!r}, max_batch=1, threads=1).start()\n"
-        "print(p.proc.pid, flush=True); sys.stdin.read()\n"
+        "print(p.proc.pid, p.log_path.parent, flush=True); sys.stdin.read()\n"
     )
     launcher = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert launcher.stdout is not None
-        pgid = int(launcher.stdout.readline())
+        pid, workdir = launcher.stdout.readline().split(maxsplit=1)
+        pgid = int(pid)
         assert _live_members(pgid)
     finally:
         launcher.kill()
         launcher.wait(timeout=30)
+    shutil.rmtree(workdir.strip(), ignore_errors=True)  # the launcher's log and ready file, orphaned by SIGKILL
     deadline = time.monotonic() + 60
     while _live_members(pgid) and time.monotonic() < deadline:
         time.sleep(0.2)
