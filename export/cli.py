@@ -60,7 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise BadInputError(f"--output must end in .onnx, got {str(args.output)!r}")
     stats = None
     if args.stats is not None:  # fail fast on a bad stats file, before the slow model build
-        from climax_deploy.runtime.io.stats import merge_stats, read_stats_file
+        from climax_deploy.forecast.stats import merge_stats, read_stats_file
 
         stats = read_stats_file(args.stats)
         merge_stats(stats, resolve_config(source).variables, str(args.stats))

@@ -26,7 +26,7 @@ from climax_deploy.export.elevation_function import AttachElevationFunction
 from climax_deploy.export.passes import DEFAULT_OPSET, GraphPass, elevation_functions, elevation_nodes, run_passes
 from climax_deploy.model import ClimaX
 from climax_deploy.progress import Progress
-from climax_deploy.runtime.io.stats import Standardisation, merge_stats
+from climax_deploy.standardisation import Standardisation, merge_stats
 from climax_deploy.schema import (
     CUSTOM_DOMAIN,
     CUSTOM_OP,

@@ -62,10 +62,10 @@ def save_rewritten_onnx(model: onnx.ModelProto, path: Path) -> None:
 def register_elevation_plugin() -> None:
     """Register the fused ElevationAttention plugin of the kernel issue with TensorRT."""
     try:
-        from climax_deploy.runtime.kernels import trt_plugin
+        from climax_deploy.kernels import trt_plugin
     except ImportError as exc:
         raise MissingBackendError(
-            f"--attention plugin needs the ElevationAttention TensorRT plugin (climax_deploy.runtime.kernels."
+            f"--attention plugin needs the ElevationAttention TensorRT plugin (climax_deploy.kernels."
             f"trt_plugin) with torch and triton installed ({exc}); use --attention inline or native"
         ) from exc
     trt_plugin.register_elevation_attention_plugin()

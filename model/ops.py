@@ -1,6 +1,6 @@
 """`torch.ops.climax.elevation_attention`: the physics attention as one PyTorch operator.
 
-CUDA runs the fused Triton kernel (climax_deploy.runtime.kernels); every other device runs an exact
+CUDA runs the fused Triton kernel (climax_deploy.kernels); every other device runs an exact
 implementation that walks over query blocks, so extra memory is O(block x N), never O(N^2). A fake
 implementation lets torch.export and the ONNX exporter trace through the op, and a recomputing
 backward makes it differentiable. Registered when `climax_deploy.model` is imported.
@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from climax_deploy.errors import ClimaxDeployError
-from climax_deploy.runtime.kernels.checks import TORCH_DTYPES, check_inputs
+from climax_deploy.kernels.checks import TORCH_DTYPES, check_attention_inputs
 from climax_deploy.schema import MASK_FLOOR
 
 logger = logging.getLogger(__name__)
@@ -51,7 +51,7 @@ def blocked_elevation_attention(
     block: int = QUERY_BLOCK,
 ) -> torch.Tensor:
     """Exact physics attention over query blocks with torch SDPA: O(block x N) extra memory."""
-    check_inputs(q, k, v, elevation, beta)
+    check_attention_inputs(q, k, v, elevation, beta)
     ct = _compute_dtype(q.dtype)
     q, k, v = q.to(ct), k.to(ct), v.to(ct)
     e = elevation.to(ct)
@@ -72,7 +72,7 @@ def _fused_or_blocked(
     global _warned_fallback
     if q.dtype in TORCH_DTYPES:
         try:
-            from climax_deploy.runtime.kernels import triton_attention
+            from climax_deploy.kernels import triton_attention
         except ImportError as exc:
             if not _warned_fallback:
                 logger.warning("Triton unavailable (%s): fused attention falls back to the blocked PyTorch path", exc)

@@ -1,39 +1,52 @@
 """The embedded runtime: load an exported model and predict, with numpy and ONNX Runtime only.
 
     from climax_deploy.runtime import load
-    forecaster = load("build/climax_full.onnx")
-    y = forecaster.predict(x, lead_times)   # x [B, 15, 128, 256] float32, lead_times [B] hours
+    with load("build/climax_full.onnx") as runner:
+        y = runner.predict(x, lead_times)   # x [B, 15, 128, 256] float32, lead_times [B] hours
 
-Importing this package never imports torch (a test enforces it).
+This package imports numpy, ONNX Runtime and climax_deploy's core; TensorRT only when an engine is
+loaded. torch, Triton, xarray and the serving stack are never imported (import-linter checks it).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 from typing import Any
 
 from climax_deploy.errors import BadInputError
-from climax_deploy.runtime.base import Forecaster, ModelSpec
-from climax_deploy.runtime.inputs import check_inputs
-from climax_deploy.runtime.onnxruntime_backend import OnnxRuntimeForecaster, available_providers
+from climax_deploy.runner import ModelSpec, Runner
+from climax_deploy.runtime.onnxruntime_backend import OnnxRuntimeOptions, OnnxRuntimeRunner, available_providers
 
-__all__ = ["Forecaster", "ModelSpec", "OnnxRuntimeForecaster", "available_providers", "check_inputs", "load"]
+__all__ = ["ModelSpec", "OnnxRuntimeOptions", "OnnxRuntimeRunner", "Runner", "available_providers", "load"]
 
 
-def load(path: str | os.PathLike[str], **options: Any) -> Forecaster:
+def _options(cls: Any, options: Any, overrides: dict[str, Any], path: str | os.PathLike[str]) -> Any:
+    """A typed options object from `options` (or the defaults) with keyword overrides; unknown names are named."""
+    if options is not None and not isinstance(options, cls):
+        raise BadInputError(f"{path}: options must be {cls.__name__}, got {type(options).__name__}")
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise BadInputError(f"{path}: unknown load option(s) {unknown} for {cls.__name__}; expected some of {sorted(known)}")
+    if "providers" in overrides and isinstance(overrides["providers"], list):
+        overrides["providers"] = tuple(overrides["providers"])
+    return dataclasses.replace(options or cls(), **overrides)
+
+
+def load(path: str | os.PathLike[str], options: Any = None, **overrides: Any) -> Runner:
     """Load a model artifact by its suffix: `.onnx` -> ONNX Runtime, `.engine` -> TensorRT.
 
-    Options for ONNX Runtime: providers ('auto', 'cpu', 'cuda' or a list of provider names),
-    threads (intra-op threads), verify (check the manifest's sha256, default True).
-    Options for TensorRT: device (CUDA device index, default 0), verify.
+    options: OnnxRuntimeOptions or TensorRTOptions; keyword overrides set their fields, e.g.
+    load("m.onnx", providers="cpu", threads=2) or load("m.engine", device=1).
     """
     suffix = Path(path).suffix.lower()
     if suffix == ".onnx":
-        return OnnxRuntimeForecaster(path, **options)
+        return OnnxRuntimeRunner(path, _options(OnnxRuntimeOptions, options, overrides, path))
     if suffix == ".engine":
         # TensorRT (or its lean runtime) is imported only here, so ONNX Runtime users never need it.
-        from climax_deploy.runtime.tensorrt_backend import TensorRTForecaster
+        from climax_deploy.runtime.tensorrt_backend import TensorRTOptions, TensorRTRunner
 
-        return TensorRTForecaster(path, **options)
+        return TensorRTRunner(path, _options(TensorRTOptions, options, overrides, path))
     raise BadInputError(f"{path}: unknown model type {suffix!r}; expected a .onnx file or a TensorRT .engine")

@@ -19,28 +19,22 @@ import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Callable
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from climax_deploy.artifacts import read_manifest
 from climax_deploy.errors import BadInputError, EngineBuildError, MissingBackendError, ModelFileError
-from climax_deploy.runtime.base import Forecaster, ModelSpec
+from climax_deploy.manifest import EngineManifest, read_engine_manifest
+from climax_deploy.optional import POLYGRAPHY, TENSORRT, TENSORRT_LEAN
+from climax_deploy.runner import ModelSpec, Runner
 from climax_deploy.schema import INPUT_NAME, LEAD_TIMES_NAME, OUTPUT_NAME
 
 if TYPE_CHECKING:
     import tensorrt as trt
 
 log = logging.getLogger(__name__)
-
-ENGINE_KIND = "tensorrt-engine"
-INSTALL_HINT = (
-    "TensorRT is not installed: pip install tensorrt --extra-index-url https://pypi.nvidia.com "
-    "(NVIDIA's Python index; PyPI's package only redirects there), or run inside NVIDIA's container "
-    "nvcr.io/nvidia/tensorrt:<yy.mm>-py3; CUDA buffers also need pip install 'climax-deploy[tensorrt]'"
-)
-
 
 # -- TensorRT version -----------------------------------------------------------------------------
 
@@ -84,23 +78,14 @@ class TensorRTVersion:
         return (self.major, self.minor) >= (10, 9)
 
 
-def _is_real_tensorrt(module: ModuleType) -> bool:
-    # `pip install tensorrt-stubs` leaves a `tensorrt` namespace package holding only .pyi files:
-    # it imports, but has no Runtime and no version.
-    return hasattr(module, "Runtime") and isinstance(getattr(module, "__version__", None), str)
-
-
 def import_tensorrt(lean: bool = False) -> ModuleType:
-    """The TensorRT Python module (full, or the lean runtime when `lean`); MissingBackendError if absent."""
-    names = ["tensorrt_lean", "tensorrt"] if lean else ["tensorrt"]  # lean first: what embedders ship
-    for name in names:
-        try:
-            module = importlib.import_module(name)
-        except ImportError:
-            continue
-        if _is_real_tensorrt(module):
-            return module
-    raise MissingBackendError(INSTALL_HINT)
+    """The TensorRT Python module (with `lean`, the lean runtime where installed, else the full one).
+
+    MissingBackendError with the install line when neither is there.
+    """
+    if lean and TENSORRT_LEAN.available():
+        return TENSORRT_LEAN.load()
+    return TENSORRT.load()
 
 
 def tensorrt_version(module: ModuleType | None = None) -> TensorRTVersion:
@@ -168,13 +153,11 @@ def gpu_info(index: int = 0) -> GpuInfo:
 # -- engine manifest checks (pure: tested without TensorRT) ----------------------------------------
 
 
-def check_engine_compatibility(manifest: dict[str, Any], installed: TensorRTVersion, gpu: GpuInfo | None) -> None:
+def check_engine_compatibility(manifest: EngineManifest, installed: TensorRTVersion, gpu: GpuInfo | None) -> None:
     """Refuse an engine the installed TensorRT or this GPU cannot run; the message says what to do."""
-    if manifest.get("kind") != ENGINE_KIND:
-        raise ModelFileError(f"manifest says kind {manifest.get('kind')!r}, expected {ENGINE_KIND!r}")
-    built = TensorRTVersion.parse(str(manifest["tensorrt"]["version"]))
+    built = TensorRTVersion.parse(manifest.tensorrt_version)
     rebuild = "rebuild it here with build-engine"
-    if manifest.get("version_compatible"):
+    if manifest.version_compatible:
         if installed < built:
             raise ModelFileError(
                 f"engine is version-compatible from TensorRT {built} onwards, but {installed} is installed "
@@ -189,21 +172,21 @@ def check_engine_compatibility(manifest: dict[str, Any], installed: TensorRTVers
         )
     if gpu is None:
         return
-    want = manifest.get("gpu", {})
-    level = manifest.get("hardware_compatibility", "none")
-    built_cc = _cc(str(want.get("compute_capability", "0.0")))
+    want = manifest.gpu
+    level = manifest.hardware_compatibility
+    built_cc = _cc(want.compute_capability)
     here_cc = _cc(gpu.compute_capability)
     if level == "ampere+":
         if here_cc < (8, 0):
             raise ModelFileError(f"engine needs an Ampere or newer GPU (compute capability >= 8.0); {gpu.name} is {gpu.compute_capability}")
     elif here_cc != built_cc:
         raise ModelFileError(
-            f"engine built for compute capability {want.get('compute_capability')} ({want.get('name')}), "
+            f"engine built for compute capability {want.compute_capability} ({want.name}), "
             f"this GPU is {gpu.name} ({gpu.compute_capability}); {rebuild} or build with --hardware-compat ampere+"
         )
-    elif level == "none" and want.get("name") and want.get("name") != gpu.name:
+    elif level == "none" and want.name != gpu.name:
         log.warning("engine was built on %s and runs on %s (same compute capability): performance may differ",
-                    want.get("name"), gpu.name)  # fmt: skip
+                    want.name, gpu.name)  # fmt: skip
 
 
 def _cc(text: str) -> tuple[int, int]:
@@ -219,11 +202,22 @@ def _cc(text: str) -> tuple[int, int]:
 
 def _import_cuda() -> Any:
     """Polygraphy's CUDA wrapper (ctypes over libcudart): device arrays and streams."""
-    try:
-        from polygraphy import cuda
-    except ImportError as exc:
-        raise MissingBackendError("CUDA buffers need Polygraphy: pip install 'climax-deploy[tensorrt]'") from exc
+    POLYGRAPHY.load()
+    from polygraphy import cuda
+
     return cuda
+
+
+@dataclass(frozen=True)
+class TensorRTOptions:
+    """How to run a TensorRT engine."""
+
+    device: int = 0  # CUDA device index
+    verify: bool = True  # check the manifest's sha256 before deserialising
+    # Registers the ElevationAttention plugin before a plugin engine is deserialised, e.g.
+    # climax_deploy.kernels.trt_plugin.register_elevation_attention_plugin; None relies on the
+    # kernel the engine embeds.
+    register_plugins: Callable[[], None] | None = None
 
 
 class _ThreadState:
@@ -253,36 +247,35 @@ class _ThreadState:
         self.stream.free()
 
 
-class TensorRTForecaster(Forecaster):
+class TensorRTRunner(Runner):
     """Runs a serialized TensorRT engine built by `build-engine`."""
 
     backend = "tensorrt"
+    manifest: EngineManifest
 
-    def __init__(self, path: str | os.PathLike[str], device: int = 0, verify: bool = True) -> None:
+    def __init__(self, path: str | os.PathLike[str], options: TensorRTOptions | None = None) -> None:
+        options = options or TensorRTOptions()
         path = Path(path)
         if not path.is_file():
             raise ModelFileError(f"engine file {path} does not exist")
-        manifest = read_manifest(path, verify=verify)
-        if manifest.get("kind") != ENGINE_KIND:
-            raise ModelFileError(f"{path}: manifest says kind {manifest.get('kind')!r}, expected {ENGINE_KIND!r}")
-        version_compatible = bool(manifest.get("version_compatible"))
-        module = import_tensorrt(lean=version_compatible)
+        manifest = read_engine_manifest(path, verify=options.verify)
+        module = import_tensorrt(lean=manifest.version_compatible)
         self.runtime_module = module.__name__
         installed = tensorrt_version(module)
-        self.gpu = gpu_info(device)
+        self.gpu = gpu_info(options.device)
         try:
             check_engine_compatibility(manifest, installed, self.gpu)
         except ModelFileError as exc:
             raise ModelFileError(f"{path}: {exc}") from exc
-        profile = manifest.get("profile", {})
-        spec = ModelSpec.from_manifest(manifest, str(path))
-        super().__init__(spec)
-        self.path, self.manifest, self.tensorrt = path, manifest, str(installed)
-        self.min_batch = int(profile.get("min", 1))
-        if manifest.get("attention") == "plugin":
-            _register_plugin_if_available()
+        super().__init__(ModelSpec.from_manifest(manifest), manifest)
+        self.path, self.options, self.tensorrt = path, options, str(installed)
+        if manifest.attention == "plugin":
+            if options.register_plugins is not None:
+                options.register_plugins()
+            else:
+                log.info("plugin engine: relying on the ElevationAttention kernel embedded in the engine")
         self._cuda = _import_cuda()
-        self._engine = self._deserialize(module, path, version_compatible)
+        self._engine: trt.ICudaEngine | None = self._deserialize(module, path, manifest.version_compatible)
         self._states: dict[int, _ThreadState] = {}
         self._lock = threading.Lock()
 
@@ -298,19 +291,21 @@ class TensorRTForecaster(Forecaster):
             raise ModelFileError(f"{path}: TensorRT could not deserialize the engine (see its log above)")
         return engine
 
+    def _live_engine(self) -> trt.ICudaEngine:
+        if self._engine is None:
+            raise BadInputError(f"this {self.backend} runner was closed; load the engine again")
+        return self._engine
+
     def _state(self) -> _ThreadState:
         key = threading.get_ident()
         with self._lock:
             state = self._states.get(key)
             if state is None:
-                state = _ThreadState(self._engine, self._cuda)
+                state = _ThreadState(self._live_engine(), self._cuda)
                 self._states[key] = state
         return state
 
     def _predict_impl(self, x: np.ndarray, lead_times: np.ndarray) -> np.ndarray:
-        batch = x.shape[0]
-        if batch < self.min_batch:
-            raise BadInputError(f"batch {batch} is below this engine's minimum batch {self.min_batch}")
         state = self._state()
         context, cuda, stream = state.context, self._cuda, state.stream
         feeds = {INPUT_NAME: x, LEAD_TIMES_NAME: lead_times}
@@ -336,7 +331,7 @@ class TensorRTForecaster(Forecaster):
 
     def _np_dtype(self, name: str) -> Any:
         module = importlib.import_module(self.runtime_module)
-        return module.nptype(self._engine.get_tensor_dtype(name))
+        return module.nptype(self._live_engine().get_tensor_dtype(name))
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -345,34 +340,22 @@ class TensorRTForecaster(Forecaster):
             "tensorrt": self.tensorrt,
             "runtime": self.runtime_module,
             "gpu": self.gpu.as_dict(),
-            "attention": self.manifest.get("attention"),
-            "build_path": self.manifest.get("build_path"),
+            "attention": self.manifest.attention,
+            "build_path": self.manifest.build_path,
         }
 
-    def close(self) -> None:
+    def _close_impl(self) -> None:
         with self._lock:
             for state in self._states.values():
                 state.free()
             self._states.clear()
-        super().close()
-
-
-def _register_plugin_if_available() -> None:
-    """Register the fused ElevationAttention plugin (kernel issue) before deserialising a plugin engine."""
-    try:
-        from climax_deploy.runtime.kernels import trt_plugin
-    except ImportError as exc:
-        log.warning("plugin engine but climax_deploy.runtime.kernels.trt_plugin is unavailable (%s); relying on "
-                    "the plugin embedded ahead of time in the engine", exc)  # fmt: skip
-        return
-    trt_plugin.register_elevation_attention_plugin()
+            self._engine = None  # TensorRT frees the engine with its last reference
 
 
 __all__ = [
-    "ENGINE_KIND",
     "GpuInfo",
-    "INSTALL_HINT",
-    "TensorRTForecaster",
+    "TensorRTOptions",
+    "TensorRTRunner",
     "TensorRTVersion",
     "check_engine_compatibility",
     "gpu_info",

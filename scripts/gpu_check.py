@@ -89,7 +89,7 @@ def time_calls(fn: Callable[[], Any], runs: int, warmup: int, sync: Callable[[],
 
 def sample_batch(preset: str, batch: int) -> tuple[np.ndarray, np.ndarray]:
     from climax_deploy.model import resolve_config
-    from climax_deploy.validate.inputs import synthetic_sample
+    from climax_deploy.synthetic import synthetic_sample
     from climax_deploy.validate.terrain import make_terrain
 
     cfg = resolve_config(preset)

@@ -58,7 +58,7 @@ def small_onnx(tmp_path_factory: pytest.TempPathFactory, small_model: ClimaX) ->
 @pytest.fixture
 def small_inputs(small_model: ClimaX) -> tuple[np.ndarray, np.ndarray]:
     """A batch of two standardised samples (mountain, flat) and their lead times."""
-    from climax_deploy.validate.inputs import synthetic_sample
+    from climax_deploy.synthetic import synthetic_sample
     from climax_deploy.validate.terrain import make_terrain
 
     cfg = small_model.config

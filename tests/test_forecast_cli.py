@@ -11,8 +11,8 @@ import pytest
 
 xr = pytest.importorskip("xarray", reason="the io extra (xarray) is not installed")
 
-from climax_deploy.runtime.io import PhysicalForecaster, write_dataset
-from climax_deploy.runtime.io.synthetic import synthetic_datasets
+from climax_deploy.forecast import PhysicalForecaster, write_dataset
+from climax_deploy.forecast.synthetic import synthetic_datasets
 from climax_deploy.schema import OUTPUTS
 
 BIN = Path(sys.executable).parent

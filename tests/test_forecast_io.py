@@ -16,7 +16,7 @@ xr = pytest.importorskip("xarray", reason="the io extra (xarray) is not installe
 
 from climax_deploy.errors import BadInputError
 from climax_deploy.model import ClimaX
-from climax_deploy.runtime.io import (
+from climax_deploy.forecast import (
     Grid,
     PhysicalForecaster,
     Standardisation,
@@ -24,7 +24,7 @@ from climax_deploy.runtime.io import (
     read_stats_file,
     regrid_bilinear,
 )
-from climax_deploy.runtime.io.synthetic import synthetic_datasets
+from climax_deploy.forecast.synthetic import synthetic_datasets
 from climax_deploy.schema import OUTPUTS, STANDARDISATION, STANDARDISATION_EPS, VARIABLES
 
 LEADS = [12.0, 24.0, 48.0, 96.0]
@@ -229,7 +229,7 @@ def test_bilinear_is_exact_on_linear_fields_and_refuses_extrapolation() -> None:
 def test_io_layer_is_torch_free() -> None:
     code = (
         "import sys, climax_deploy.runtime as r; assert 'xarray' not in sys.modules, 'runtime imported xarray'; "
-        "import climax_deploy.runtime.io, climax_deploy.runtime.forecast_cli, climax_deploy.runtime.serving.load; "
+        "import climax_deploy.forecast, climax_deploy.forecast.cli, climax_deploy.serving.load; "
         "assert 'torch' not in sys.modules, 'torch was imported'"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

@@ -20,11 +20,11 @@ from attention_cases import exact, inputs, terrain  # tests/ is on sys.path unde
 
 from climax_deploy.errors import BadInputError
 from climax_deploy.model.physics_attention import literal_elevation_attention
-from climax_deploy.runtime.kernels import launch
+from climax_deploy.kernels import launch
 
 triton = pytest.importorskip("triton")
 
-from climax_deploy.runtime.kernels import elevation_attention, triton_attention, trt_plugin  # noqa: E402
+from climax_deploy.kernels import elevation_attention, triton_attention, trt_plugin  # noqa: E402
 
 TOLERANCES = {
     torch.float32: (2e-5, 1e-5),
@@ -190,7 +190,7 @@ def test_kernel_argument_order_is_the_aot_abi() -> None:
 
 _PTX_CHECK = """
 import json, sys
-from climax_deploy.runtime.kernels import trt_plugin
+from climax_deploy.kernels import trt_plugin
 out = {}
 for dtype, head_dim in (("fp16", 96), ("bf16", 64), ("fp32", 128)):
     c = trt_plugin.compile_ptx(dtype, "fp32", "fp32", head_dim, arch=90)

@@ -20,7 +20,7 @@ from climax_deploy.export.tensorrt_profile import (
     plan_build,
     trtexec_command,
 )
-from climax_deploy.runtime.base import ModelSpec
+from climax_deploy.runner import ModelSpec
 from climax_deploy.runtime.tensorrt_backend import (
     INSTALL_HINT,
     GpuInfo,

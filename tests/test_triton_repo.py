@@ -15,7 +15,7 @@ model_config_pb2 = pytest.importorskip("tritonclient.grpc.model_config_pb2", rea
 from climax_deploy.artifacts import sha256_file, write_manifest
 from climax_deploy.errors import BadInputError
 from climax_deploy.export.triton_repo import TritonRepoOptions, write_triton_repo
-from climax_deploy.runtime.serving.load import check_loopback
+from climax_deploy.serving.load import check_loopback
 
 BIN = Path(sys.executable).parent
 DT = model_config_pb2.DataType

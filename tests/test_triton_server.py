@@ -23,8 +23,8 @@ from triton_env import ensure_env, find_python  # tests/ is on sys.path under py
 grpcclient = pytest.importorskip("tritonclient.grpc", reason="tritonclient[grpc] (test extra) is not installed")
 
 from climax_deploy.runtime import load
-from climax_deploy.runtime.serving.launch import ServerProcess, _live_members
-from climax_deploy.runtime.serving.load import run_load
+from climax_deploy.serving.launch import ServerProcess, _live_members
+from climax_deploy.serving.load import run_load
 
 pytestmark = pytest.mark.triton_server
 MAX_BATCH = 4
@@ -57,7 +57,7 @@ def infer(url: str, x: np.ndarray, lead: np.ndarray) -> np.ndarray:
 
 def test_server_environment_is_torch_free(triton_python: Path) -> None:
     code = (
-        "import importlib.util, sys; import climax_deploy.runtime, climax_deploy.runtime.serving.server, pytriton; "
+        "import importlib.util, sys; import climax_deploy.runtime, climax_deploy.serving.server, pytriton; "
         "assert sys.version_info >= (3, 12); assert importlib.util.find_spec('torch') is None, 'torch installed'"
     )
     out = subprocess.run([str(triton_python), "-c", code], capture_output=True, text=True, timeout=120)
@@ -101,7 +101,7 @@ def test_server_stops_with_its_children(triton_python: Path, small_onnx: Path) -
 def test_server_stops_when_its_launcher_is_killed(triton_python: Path, small_onnx: Path) -> None:
     """A launcher killed outright (SIGKILL: no finalizer runs) still leaves no server behind."""
     script = (
-        "import sys; from climax_deploy.runtime.serving.launch import ServerProcess\n"
+        "import sys; from climax_deploy.serving.launch import ServerProcess\n"
         f"p = ServerProcess({str(small_onnx)!r}, python={str(triton_python)!r}, max_batch=1, threads=1).start()\n"
         "print(p.proc.pid, p.log_path.parent, flush=True); sys.stdin.read()\n"
     )

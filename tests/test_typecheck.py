@@ -28,7 +28,7 @@ CHECKED = [
     "export/tensorrt_build.py",
     "export/build_engine_cli.py",
     "runtime/tensorrt_backend.py",
-    "runtime/kernels/trt_plugin.py",  # tensorrt.plugin is absent from the 10.13 stubs: typed as Any there
+    "kernels/trt_plugin.py",  # tensorrt.plugin is absent from the 10.13 stubs: typed as Any there
     "validate/polygraphy_io.py",
 ]
 STUB_PACKAGES = ("tensorrt", "tensorrt_bindings")

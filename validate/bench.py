@@ -38,7 +38,7 @@ REFERENCE = "torch-literal"
 
 
 def _sample(config: dict[str, Any], seed: int) -> tuple[np.ndarray, np.ndarray]:
-    from climax_deploy.validate.inputs import synthetic_sample
+    from climax_deploy.synthetic import synthetic_sample
     from climax_deploy.validate.terrain import make_terrain
 
     grid = tuple(config["img_size"])
@@ -51,12 +51,12 @@ def _predictor(backend: str, model_path: Path, manifest: dict[str, Any], threads
     if backend.startswith("torch-"):
         import torch
 
-        from climax_deploy.model.forecaster import TorchForecaster
+        from climax_deploy.model.runner import TorchRunner
         from climax_deploy.validate.parity import reference_from_manifest
 
         if threads:
             torch.set_num_threads(threads)
-        return TorchForecaster(reference_from_manifest(manifest), attention=backend.removeprefix("torch-"))
+        return TorchRunner(reference_from_manifest(manifest), attention=backend.removeprefix("torch-"))
     from climax_deploy.runtime import load
 
     if backend == "onnxruntime":

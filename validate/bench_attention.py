@@ -71,7 +71,7 @@ def run_variant(variant: str, device: str, batch: int, heads: int, seq_len: int,
         if variant == "op":
             return torch.ops.climax.elevation_attention(q, k, v, e, beta)
         if variant == "kernel":
-            from climax_deploy.runtime.kernels import elevation_attention
+            from climax_deploy.kernels import elevation_attention
 
             return elevation_attention(q, k, v, e, beta)
         raise ValueError(f"unknown variant {variant!r}")

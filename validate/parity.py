@@ -14,8 +14,8 @@ import numpy as np
 from climax_deploy.artifacts import read_manifest, sha256_file
 from climax_deploy.errors import BadInputError, ModelFileError
 from climax_deploy.progress import Progress
-from climax_deploy.runtime.base import Forecaster
-from climax_deploy.validate.inputs import synthetic_sample
+from climax_deploy.runner import Runner
+from climax_deploy.synthetic import synthetic_sample
 from climax_deploy.validate.metrics import TOLERANCES, ErrorMetrics, Tolerance, error_metrics, signal_fidelity
 from climax_deploy.validate.terrain import resolve_terrain
 
@@ -108,7 +108,7 @@ def run_parity(
     model rebuilt from the manifest, run eagerly in `precision`). precision picks the tolerances
     (default: the artifact's). save_polygraphy: a directory for Polygraphy's --load-inputs/--load-outputs.
     """
-    from climax_deploy.model.forecaster import TorchForecaster
+    from climax_deploy.model.runner import TorchRunner
     from climax_deploy.runtime import load
 
     progress = progress or Progress("check-parity", enabled=False)
@@ -134,7 +134,7 @@ def run_parity(
 
     with progress.stage("running the PyTorch reference (fp32, literal)"):
         reference_model = reference_from_manifest(manifest, checkpoint)
-        reference = TorchForecaster(reference_model, attention="literal")
+        reference = TorchRunner(reference_model, attention="literal")
         refs = {label: reference.predict(x, lead) for label, x in cases.items()}
         del reference, reference_model
         gc.collect()
@@ -192,17 +192,17 @@ def check_backend(model_path: Path, backend: str) -> None:
         raise BadInputError(f"--backend {backend} runs {suffix} files, got {model_path.name}")
 
 
-def _torch_backend(manifest: dict[str, Any], checkpoint: str | Path | None, precision: str) -> Forecaster:
+def _torch_backend(manifest: dict[str, Any], checkpoint: str | Path | None, precision: str) -> Runner:
     """The PyTorch model rebuilt from the manifest, eager, fused attention, in `precision`."""
     import torch
 
-    from climax_deploy.model.forecaster import TorchForecaster
+    from climax_deploy.model.runner import TorchRunner
 
     dtype = {"fp32": torch.float32, "fp16": torch.float16}[precision]
-    return TorchForecaster(reference_from_manifest(manifest, checkpoint), attention="fused", dtype=dtype)
+    return TorchRunner(reference_from_manifest(manifest, checkpoint), attention="fused", dtype=dtype)
 
 
-def _predict(backend: Forecaster, x: np.ndarray, lead: np.ndarray) -> np.ndarray:
+def _predict(backend: Runner, x: np.ndarray, lead: np.ndarray) -> np.ndarray:
     """One sample through a backend, tiling it where the artifact has a fixed batch > 1."""
     fixed = backend.spec.batch
     if fixed is None or fixed == 1:

@@ -1,4 +1,4 @@
-"""Input checks shared by every backend: a clear error, never a wrong answer. Torch-free."""
+"""Checks of model inputs, shared by every runner: a clear error, never a wrong answer. Torch-free."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ import numpy as np
 from climax_deploy.errors import BadInputError
 
 if TYPE_CHECKING:
-    from climax_deploy.runtime.base import ModelSpec
+    from climax_deploy.runner import ModelSpec
 
 
-def check_inputs(spec: ModelSpec, x: Any, lead_times: Any) -> tuple[np.ndarray, np.ndarray]:
+def check_model_inputs(spec: ModelSpec, x: Any, lead_times: Any) -> tuple[np.ndarray, np.ndarray]:
     """Validate x [B, V, H, W] float32 and lead_times [B] (hours); return contiguous float32 arrays."""
     if not isinstance(x, np.ndarray):
         raise BadInputError(f"x must be a numpy.ndarray of shape {_shape(spec)}, got {type(x).__name__}")
@@ -29,10 +29,7 @@ def check_inputs(spec: ModelSpec, x: Any, lead_times: Any) -> tuple[np.ndarray, 
         raise BadInputError(f"x is on a {height} x {width} grid, the model expects {spec.grid[0]} x {spec.grid[1]}")
     if batch < 1:
         raise BadInputError("x has an empty batch (axis 0 has size 0)")
-    if spec.batch is not None and batch != spec.batch:
-        raise BadInputError(f"this model was exported for batch {spec.batch}, got batch {batch}")
-    if spec.max_batch is not None and batch > spec.max_batch:
-        raise BadInputError(f"batch {batch} exceeds this engine's maximum batch {spec.max_batch}")
+    spec.batch.check(batch)
     lead = _lead_times(lead_times, batch)
     _check_finite(spec, x)
     return np.ascontiguousarray(x), lead

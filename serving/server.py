@@ -26,7 +26,7 @@ import numpy as np
 from climax_deploy.artifacts import write_json_atomic
 from climax_deploy.cli import EXIT_OK, ArgParser, run_cli
 from climax_deploy.errors import BadInputError, MissingBackendError
-from climax_deploy.runtime.base import Forecaster
+from climax_deploy.runner import Runner
 from climax_deploy.schema import INPUT_NAME, LEAD_TIMES_NAME, OUTPUT_NAME
 
 log = logging.getLogger(__name__)
@@ -67,7 +67,7 @@ def preferred_batch_sizes(max_batch: int) -> list[int]:
     return sorted(set(sizes + [max_batch]))
 
 
-def batch_predict(forecaster: Forecaster, x: np.ndarray, lead_times: np.ndarray) -> np.ndarray:
+def batch_predict(forecaster: Runner, x: np.ndarray, lead_times: np.ndarray) -> np.ndarray:
     """`predict` for any batch: padded to a fixed-batch model, split at an engine's limit."""
     fixed, limit = forecaster.spec.batch, forecaster.spec.max_batch
     step = fixed or limit or x.shape[0]
@@ -82,7 +82,7 @@ def batch_predict(forecaster: Forecaster, x: np.ndarray, lead_times: np.ndarray)
     return np.concatenate(outputs)
 
 
-def make_infer_function(forecaster: Forecaster) -> Callable[..., Any]:
+def make_infer_function(forecaster: Runner) -> Callable[..., Any]:
     """A pytriton inference callable (batched requests in, batched outputs out) for one instance."""
     from pytriton.decorators import batch
 
@@ -95,7 +95,7 @@ def make_infer_function(forecaster: Forecaster) -> Callable[..., Any]:
     return infer  # type: ignore[no-any-return]
 
 
-def bind_forecasters(triton: Any, forecasters: Sequence[Forecaster], options: ServeOptions) -> None:
+def bind_forecasters(triton: Any, forecasters: Sequence[Runner], options: ServeOptions) -> None:
     """Bind one model (one instance per forecaster) with dynamic batching."""
     from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
 

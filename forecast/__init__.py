@@ -6,10 +6,10 @@ grid helpers are numpy only. `climax_deploy.runtime` does not import this packag
 
 from __future__ import annotations
 
-from climax_deploy.runtime.io.files import file_format, import_xarray, open_dataset, write_dataset
-from climax_deploy.runtime.io.forecaster import PhysicalForecaster, PreparedInput, dataset_grid
-from climax_deploy.runtime.io.grid import REGRID_METHODS, Grid, regrid_bilinear
-from climax_deploy.runtime.io.stats import Standardisation, merge_stats, read_stats_file
+from climax_deploy.forecast.files import file_format, import_xarray, open_dataset, write_dataset
+from climax_deploy.forecast.forecaster import PhysicalForecaster, PreparedInput, dataset_grid
+from climax_deploy.forecast.grid import REGRID_METHODS, Grid, regrid_bilinear
+from climax_deploy.standardisation import Standardisation, merge_stats, read_stats_file
 
 __all__ = [
     "REGRID_METHODS",

@@ -23,8 +23,8 @@ import torch
 import triton.language as tl
 
 from climax_deploy.errors import BadInputError
-from climax_deploy.runtime.kernels.checks import TORCH_DTYPES, check_inputs
-from climax_deploy.runtime.kernels.launch import EXPONENT_CLAMP, LaunchConfig, launch_config
+from climax_deploy.kernels.checks import TORCH_DTYPES, check_attention_inputs
+from climax_deploy.kernels.tiling import EXPONENT_CLAMP, LaunchConfig, launch_config
 from climax_deploy.schema import MASK_FLOOR
 
 _LOG2E = tl.constexpr(1.4426950408889634)
@@ -172,7 +172,7 @@ def elevation_attention(
     CUDA tensors run the compiled kernel; CPU tensors run it under Triton's interpreter, which must be
     switched on with TRITON_INTERPRET=1 (for fast CPU inference use torch.ops.climax.elevation_attention).
     """
-    check_inputs(q, k, v, elevation, beta)
+    check_attention_inputs(q, k, v, elevation, beta)
     if q.dtype not in TORCH_DTYPES:
         raise BadInputError(f"the Triton kernel takes q/k/v of {list(TORCH_DTYPES)}, got {q.dtype}")
     on_cpu = q.device.type == "cpu"

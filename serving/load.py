@@ -188,7 +188,7 @@ def build_parser() -> ArgParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.serve is not None:
-        from climax_deploy.runtime.serving.launch import ServerProcess
+        from climax_deploy.serving.launch import ServerProcess
 
         print(f"[climax-load-test] starting climax-serve on {args.serve} ...", file=sys.stderr, flush=True)
         with ServerProcess(args.serve, python=args.server_python, model_name=args.model_name,

@@ -1,6 +1,6 @@
 """Physical units in, physical units out: analysis `xarray.Dataset` -> forecast `xarray.Dataset`.
 
-    from climax_deploy.runtime.io import PhysicalForecaster
+    from climax_deploy.forecast import PhysicalForecaster
     with PhysicalForecaster("build/climax_full.onnx") as fc:
         forecast = fc.forecast(analysis, static, lead_times=[12, 24, 48, 96], regrid="bilinear")
 
@@ -25,10 +25,10 @@ import numpy as np
 
 import climax_deploy
 from climax_deploy.errors import BadInputError
-from climax_deploy.runtime.base import Forecaster
-from climax_deploy.runtime.io.files import import_xarray
-from climax_deploy.runtime.io.grid import REGRID_METHODS, Grid, check_coordinate, horizontal_dims, regrid_bilinear
-from climax_deploy.runtime.io.stats import Standardisation
+from climax_deploy.runner import Runner
+from climax_deploy.forecast.files import import_xarray
+from climax_deploy.forecast.grid import REGRID_METHODS, Grid, check_coordinate, horizontal_dims, regrid_bilinear
+from climax_deploy.standardisation import Standardisation
 
 if TYPE_CHECKING:
     import xarray as xr
@@ -72,12 +72,12 @@ class PhysicalForecaster:
 
     def __init__(
         self,
-        model: Forecaster | str | os.PathLike[str],
+        model: Runner | str | os.PathLike[str],
         standardisation: Standardisation | None = None,
         batch_size: int | None = None,
         **load_options: Any,
     ) -> None:
-        if isinstance(model, Forecaster):
+        if isinstance(model, Runner):
             self.model = model
         else:
             from climax_deploy.runtime import load

@@ -1,11 +1,15 @@
-"""Seeded synthetic input fields in physical units, standardised as the author's data loader does."""
+"""Seeded synthetic weather in physical units: the one generator behind parity inputs, benchmarks
+and the demo analysis files (climax_deploy.forecast.synthetic). numpy only.
+
+Latitude runs north to south (row 0 is the northern edge), as in the author's data.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 
 from climax_deploy.errors import BadInputError
-from climax_deploy.runtime.io.stats import Standardisation
+from climax_deploy.standardisation import Standardisation
 from climax_deploy.schema import ELEVATION_VARIABLE
 
 # Rough physical ranges for the synthetic fields: (centre, amplitude) in each variable's units.
@@ -16,6 +20,11 @@ _SYNTHETIC_RANGE = {
 }  # fmt: skip
 LAT_RANGE = (15.0, 55.0)  # the author's domain spans China and Taiwan
 LON_RANGE = (72.0, 136.0)
+
+
+def coordinates(grid: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """(lat north to south, lon west to east) in degrees over the author's domain."""
+    return np.linspace(LAT_RANGE[1], LAT_RANGE[0], grid[0]), np.linspace(LON_RANGE[0], LON_RANGE[1], grid[1])
 
 
 def smooth_field(rng: np.random.Generator, grid: tuple[int, int], modes: int = 6) -> np.ndarray:
@@ -34,8 +43,7 @@ def physical_fields(variables: tuple[str, ...], terrain_m: np.ndarray, seed: int
     """Every variable in physical units on the terrain's grid; only `elevation` depends on the terrain."""
     grid = terrain_m.shape
     rng = np.random.default_rng(seed)
-    lat = np.linspace(LAT_RANGE[1], LAT_RANGE[0], grid[0])
-    lon = np.linspace(LON_RANGE[0], LON_RANGE[1], grid[1])
+    lat, lon = coordinates(grid)
     lon2d, lat2d = np.meshgrid(lon, lat)
     fields: dict[str, np.ndarray] = {}
     for name in variables:
@@ -54,11 +62,15 @@ def physical_fields(variables: tuple[str, ...], terrain_m: np.ndarray, seed: int
     return fields
 
 
-def standardise(fields: dict[str, np.ndarray], variables: tuple[str, ...]) -> np.ndarray:
-    """Stack physical fields into a standardised [V, H, W] float32 array with the author's constants."""
-    return Standardisation.defaults().apply(fields, variables)
+def synthetic_sample(
+    variables: tuple[str, ...],
+    terrain_m: np.ndarray,
+    seed: int = 0,
+    standardisation: Standardisation | None = None,
+) -> np.ndarray:
+    """One standardised input sample [V, H, W]; the same seed gives the same weather on any terrain.
 
-
-def synthetic_sample(variables: tuple[str, ...], terrain_m: np.ndarray, seed: int = 0) -> np.ndarray:
-    """One standardised input sample [V, H, W]; the same seed gives the same weather on any terrain."""
-    return standardise(physical_fields(variables, terrain_m, seed), variables)
+    standardisation: the artifact's (from its manifest); default the author's constants.
+    """
+    stats = standardisation or Standardisation.defaults()
+    return stats.apply(physical_fields(variables, terrain_m, seed), variables)

@@ -10,7 +10,7 @@ from climax_deploy.errors import BadInputError
 TORCH_DTYPES: dict[torch.dtype, str] = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32"}
 
 
-def check_inputs(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, elevation: torch.Tensor, beta: torch.Tensor) -> None:
+def check_attention_inputs(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, elevation: torch.Tensor, beta: torch.Tensor) -> None:
     """Raise BadInputError unless q/k/v [B, H, N, D] agree, elevation is [B, N] and beta one number."""
     if q.dim() != 4:
         raise BadInputError(f"q must be [B, H, N, D], got shape {tuple(q.shape)}")

@@ -1,15 +1,13 @@
 """Per-variable standardisation: physical units <-> the standardised fields the model sees.
 
-The model was trained on (x - mean) / (std + eps) per variable. The exported artifact's manifest
-carries the (mean, std) pairs it was trained with (`"standardisation"`); artifacts exported before
-that field existed fall back to the author's constants in `climax_deploy.schema`. Torch-free; reading
-a NetCDF stats file needs xarray (the `io` extra), JSON does not.
+The model was trained on (x - mean) / (std + eps) per variable. An exported artifact's manifest
+carries the (mean, std) pairs it was trained with; the author's constants (climax_deploy.schema)
+are the default. Torch-free and xarray-free: reading a NetCDF stats file lives in climax_deploy.forecast.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import math
 import os
 from collections.abc import Mapping, Sequence
@@ -22,9 +20,7 @@ import numpy as np
 from climax_deploy.errors import BadInputError
 from climax_deploy.schema import STANDARDISATION, STANDARDISATION_EPS
 
-log = logging.getLogger(__name__)
-
-MANIFEST_KEY = "standardisation"
+JSON_KEY = "standardisation"
 
 
 @dataclass(frozen=True)
@@ -36,19 +32,9 @@ class Standardisation:
     source: str = field(default="defaults", compare=False)
 
     @classmethod
-    def defaults(cls) -> Standardisation:
-        """The author's constants (shared/NOTES.md)."""
-        return cls(dict(STANDARDISATION), STANDARDISATION_EPS, "the author's constants")
-
-    @classmethod
-    def from_manifest(cls, manifest: Mapping[str, Any], source: str = "manifest") -> Standardisation:
-        """The artifact's stats; the author's constants where an older manifest has none."""
-        entry = manifest.get(MANIFEST_KEY)
-        if entry is None:
-            log.warning("%s has no %r entry; using the author's constants", source, MANIFEST_KEY)
-            return cls.defaults()
-        stats = check_stats(entry, source)
-        return cls(stats, float(manifest.get("standardisation_eps", STANDARDISATION_EPS)), source)
+    def defaults(cls, variables: Sequence[str] | None = None) -> Standardisation:
+        """The author's constants (all of them, or those of `variables`)."""
+        return cls(merge_stats(None, variables or tuple(STANDARDISATION)), STANDARDISATION_EPS, "the author's constants")
 
     def mean_std(self, name: str) -> tuple[float, float]:
         try:
@@ -76,7 +62,7 @@ class Standardisation:
         scales = np.array([self.mean_std(v)[1] + self.eps for v in variables], dtype=np.float64).reshape(shape)
         return (y.astype(np.float64) * scales + means).astype(np.float32)
 
-    def to_manifest(self) -> dict[str, list[float]]:
+    def to_json(self) -> dict[str, list[float]]:
         return {name: [float(m), float(s)] for name, (m, s) in self.stats.items()}
 
 
@@ -86,10 +72,7 @@ def check_stats(entry: Any, source: str) -> dict[str, tuple[float, float]]:
         raise BadInputError(f"{source}: expected a mapping of variable -> [mean, std], got {type(entry).__name__}")
     stats: dict[str, tuple[float, float]] = {}
     for name, value in entry.items():
-        if isinstance(value, Mapping):
-            pair: Any = (value.get("mean"), value.get("std"))
-        else:
-            pair = value
+        pair: Any = (value.get("mean"), value.get("std")) if isinstance(value, Mapping) else value
         try:
             mean, std = (float(v) for v in pair)
         except (TypeError, ValueError):
@@ -117,37 +100,15 @@ def merge_stats(
     return stats
 
 
-def read_stats_file(path: str | os.PathLike[str]) -> dict[str, tuple[float, float]]:
-    """A user's stats file: JSON ({var: [mean, std]}) or NetCDF (data variables `mean` and `std`
-    along a `variable` dimension whose coordinate holds the names)."""
+def read_json_stats(path: str | os.PathLike[str]) -> dict[str, tuple[float, float]]:
+    """A JSON stats file: {var: [mean, std]}, or a manifest / {"standardisation": {...}} holding one."""
     path = Path(path)
-    if not path.is_file():
-        raise BadInputError(f"stats file {path} does not exist")
-    if path.suffix.lower() == ".json":
-        try:
-            entry = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise BadInputError(f"{path}: not valid JSON ({exc})") from exc
-        if isinstance(entry, Mapping) and MANIFEST_KEY in entry:
-            entry = entry[MANIFEST_KEY]  # a manifest, or {"standardisation": {...}}
-        return check_stats(entry, str(path))
-    if path.suffix.lower() in (".nc", ".nc4", ".netcdf"):
-        return _read_netcdf_stats(path)
-    raise BadInputError(f"{path}: expected a .json or .nc stats file, got {path.suffix or 'no suffix'!r}")
-
-
-def _read_netcdf_stats(path: Path) -> dict[str, tuple[float, float]]:
-    from climax_deploy.runtime.io.files import import_xarray
-
-    xr = import_xarray()
-    with xr.open_dataset(path) as ds:
-        missing = [v for v in ("mean", "std") if v not in ds.data_vars]
-        if missing or "variable" not in ds.dims:
-            raise BadInputError(
-                f"{path}: expected data variables 'mean' and 'std' along a 'variable' dimension, "
-                f"got variables {sorted(map(str, ds.data_vars))} and dims {sorted(map(str, ds.dims))}"
-            )
-        names = [str(n) for n in ds["variable"].values]
-        means = np.asarray(ds["mean"].values, dtype=np.float64)
-        stds = np.asarray(ds["std"].values, dtype=np.float64)
-    return check_stats({n: (m, s) for n, m, s in zip(names, means, stds)}, str(path))
+    try:
+        entry = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BadInputError(f"{path}: not valid JSON ({exc})") from exc
+    if isinstance(entry, Mapping) and isinstance(entry.get("model"), Mapping) and JSON_KEY in entry["model"]:
+        entry = entry["model"][JSON_KEY]  # a climax-deploy manifest
+    elif isinstance(entry, Mapping) and JSON_KEY in entry:
+        entry = entry[JSON_KEY]
+    return check_stats(entry, str(path))

@@ -83,7 +83,7 @@ class ServerProcess:
 
     def command(self) -> list[str]:
         cmd = [
-            self.python, "-m", "climax_deploy.runtime.serving.server", str(self.model), "--host", LOOPBACK,
+            self.python, "-m", "climax_deploy.serving.server", str(self.model), "--host", LOOPBACK,
             "--http-port", str(self.http_port), "--grpc-port", str(self.grpc_port), "--name", self.model_name,
             "--instances", str(self.instances), "--max-batch", str(self.max_batch),
         ]  # fmt: skip

@@ -1,6 +1,6 @@
 """Synthetic analysis and static files in physical units, for demos and tests (torch-free).
 
-python -m climax_deploy.runtime.io.synthetic --grid 32x64 -o build/synthetic
+python -m climax_deploy.forecast.synthetic --grid 32x64 -o build/synthetic
 # -> build/synthetic/analysis.nc (u, v, temp, rh, psfc, six pollutants; time, lat, lon)
 #    build/synthetic/static.nc   (elevation, population, mask)
 """
@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from climax_deploy.runtime.io.files import import_xarray, write_dataset
+from climax_deploy.forecast.files import import_xarray, write_dataset
 
 LAT_RANGE = (55.0, 15.0)  # north to south, over China and Taiwan like the author's domain
 LON_RANGE = (72.0, 136.0)
@@ -83,7 +83,7 @@ def synthetic_datasets(
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(
-        prog="python -m climax_deploy.runtime.io.synthetic", description=__doc__.splitlines()[0]
+        prog="python -m climax_deploy.forecast.synthetic", description=__doc__.splitlines()[0]
     )
     p.add_argument("--grid", default="32x64", help="HxW (default 32x64, the small preset; full is 128x256)")
     p.add_argument("--seed", type=int, default=0)

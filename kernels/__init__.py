@@ -22,7 +22,7 @@ def elevation_attention(
 ) -> torch.Tensor:
     """Fused physics attention: q, k, v [B, H, N, D], normalised elevation [B, N], beta [] -> [B, H, N, D]."""
     try:
-        from climax_deploy.runtime.kernels import triton_attention
+        from climax_deploy.kernels import triton_attention
     except ImportError as exc:  # triton or torch missing
         raise MissingBackendError(
             f"the fused attention kernel needs torch and triton ({exc}); install climax-deploy[kernels]"

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from climax_deploy.errors import BadInputError, MissingBackendError
-from climax_deploy.runtime.kernels.launch import LaunchConfig, launch_config, split_head_dim
+from climax_deploy.kernels.tiling import LaunchConfig, launch_config, split_head_dim
 from climax_deploy.schema import CUSTOM_DOMAIN, CUSTOM_OP, CUSTOM_OP_VERSION
 
 if TYPE_CHECKING:
@@ -133,7 +133,7 @@ def _compile_ptx_cached(qkv: str, elevation: str, beta: str, head_dim: int, arch
     import triton
     from triton.backends.compiler import GPUTarget
 
-    from climax_deploy.runtime.kernels.triton_attention import compiled_kernel
+    from climax_deploy.kernels.triton_attention import compiled_kernel
 
     check_types((qkv, qkv, qkv), elevation, beta, qkv)
     cfg = launch_config(1, 1, 1, head_dim, qkv)  # tiles depend on dtype and head dim only

@@ -82,7 +82,7 @@ def summary_table(forecast: Any) -> list[str]:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from climax_deploy.errors import BadInputError
-    from climax_deploy.runtime.io import PhysicalForecaster, file_format, open_dataset, write_dataset
+    from climax_deploy.forecast import PhysicalForecaster, file_format, open_dataset, write_dataset
 
     file_format(args.output)  # fail fast on a bad output name
     if not args.model.is_file():

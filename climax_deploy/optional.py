@@ -1,0 +1,77 @@
+"""Optional dependencies, imported lazily, failing with one line that says what to install.
+
+    ort = ONNXRUNTIME.load()          # the module, or MissingBackendError with the install hint
+    if XARRAY.available(): ...
+
+Every optional import in the toolkit goes through an OptionalDependency defined here.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import ModuleType
+
+from climax_deploy.errors import MissingBackendError
+
+
+@dataclass(frozen=True)
+class OptionalDependency:
+    """A module the toolkit imports only when a feature needs it."""
+
+    module: str
+    install: str  # what to run, e.g. "pip install 'climax-deploy[io]'"
+    purpose: str  # what needs it, e.g. "forecast files"
+    # Rejects a module that imports but is not the real thing (e.g. a stubs-only namespace package).
+    is_real: Callable[[ModuleType], bool] | None = None
+
+    def load(self) -> ModuleType:
+        try:
+            module = importlib.import_module(self.module)
+        except ImportError as exc:
+            raise MissingBackendError(f"{self.purpose} needs {self.module}, which is not installed: {self.install}") from exc
+        if self.is_real is not None and not self.is_real(module):
+            raise MissingBackendError(f"{self.purpose} needs {self.module}, which is not installed: {self.install}")
+        return module
+
+    def available(self) -> bool:
+        try:
+            self.load()
+        except MissingBackendError:
+            return False
+        return True
+
+
+def _is_real_tensorrt(module: ModuleType) -> bool:
+    # `pip install tensorrt-stubs` leaves a `tensorrt` namespace package holding only .pyi files:
+    # it imports, but has no Runtime and no version.
+    return hasattr(module, "Runtime") and isinstance(getattr(module, "__version__", None), str)
+
+
+TENSORRT_HINT = (
+    "pip install tensorrt --extra-index-url https://pypi.nvidia.com (NVIDIA's Python index; PyPI's package "
+    "only redirects there), or run inside NVIDIA's container nvcr.io/nvidia/tensorrt:<yy.mm>-py3"
+)
+
+ONNXRUNTIME = OptionalDependency(
+    "onnxruntime", "pip install 'climax-deploy[cpu]' (or '[gpu]' for onnxruntime-gpu)", "the ONNX Runtime backend"
+)
+TORCH = OptionalDependency("torch", "pip install 'climax-deploy[export]'", "the PyTorch reference")
+ONNX = OptionalDependency("onnx", "pip install 'climax-deploy[export]'", "ONNX export and graph passes")
+TRITON = OptionalDependency("triton", "pip install 'climax-deploy[kernels]'", "the fused elevation-attention kernel")
+TENSORRT = OptionalDependency("tensorrt", TENSORRT_HINT, "TensorRT engines", _is_real_tensorrt)
+TENSORRT_LEAN = OptionalDependency("tensorrt_lean", TENSORRT_HINT, "TensorRT's lean runtime", _is_real_tensorrt)
+TENSORRT_DISPATCH = OptionalDependency(
+    "tensorrt_dispatch", TENSORRT_HINT, "TensorRT's dispatch runtime", _is_real_tensorrt
+)
+POLYGRAPHY = OptionalDependency("polygraphy", "pip install 'climax-deploy[tensorrt]'", "TensorRT builds and CUDA buffers")
+XARRAY = OptionalDependency("xarray", "pip install 'climax-deploy[io]'", "forecast files")
+NETCDF4 = OptionalDependency("netCDF4", "pip install 'climax-deploy[io]'", "NetCDF files")
+ZARR = OptionalDependency("zarr", "pip install 'climax-deploy[io]'", "zarr stores")
+PYTRITON = OptionalDependency(
+    "pytriton", "pip install 'climax-deploy[serve,cpu]' in a Python >= 3.12 environment", "climax-serve"
+)
+TRITONCLIENT_GRPC = OptionalDependency(
+    "tritonclient.grpc", "pip install 'climax-deploy[serve]'", "the Triton gRPC client (climax-load-test)"
+)

@@ -1,0 +1,144 @@
+"""The runner contract every backend obeys: ONNX Runtime, TensorRT and the PyTorch reference.
+
+    with load("m.onnx") as runner:              # construction loads; close() releases the session
+        y = runner.predict(x, lead_times)       # one batch the artifact accepts
+        y = runner.predict_batched(x, lead)     # any batch: split at the artifact's limit, padded
+                                                # to a fixed batch; forecasting, serving and parity use it
+
+Like Polygraphy's runners, the public methods check state and inputs, then call backend hooks
+(`_predict_impl`, `_close_impl`), so every backend behaves identically at the boundary. Torch-free.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, ClassVar
+
+import numpy as np
+
+from climax_deploy.errors import BadInputError, ModelFileError
+from climax_deploy.inputs import check_model_inputs
+from climax_deploy.manifest import BatchSpec, Manifest
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What a runner consumes and produces."""
+
+    variables: tuple[str, ...]
+    output_variables: tuple[str, ...]
+    grid: tuple[int, int]
+    batch: BatchSpec = field(default_factory=BatchSpec.dynamic)
+    precision: str = "fp32"
+
+    @classmethod
+    def from_manifest(cls, manifest: Manifest) -> ModelSpec:
+        m = manifest.model
+        return cls(m.variables, m.output_variables, m.grid, manifest.batch, manifest.precision)
+
+    @property
+    def input_shape(self) -> tuple[int | str, ...]:
+        return (self.batch.size or "B", len(self.variables), *self.grid)
+
+
+class Runner(abc.ABC):
+    """A loaded model: `predict(x [B, V, H, W] float32, lead_times [B] hours) -> [B, O, H, W] float32`.
+
+    Safe to call from several threads at once. Use as a context manager or call `close()`, which
+    releases the backend's session or engine; a closed runner refuses to predict.
+    """
+
+    backend: ClassVar[str] = "abstract"
+
+    def __init__(self, spec: ModelSpec, manifest: Manifest | None = None) -> None:
+        self.spec = spec
+        self.manifest = manifest  # None for a PyTorch model built in memory
+        self._closed = False
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def predict(self, x: Any, lead_times: Any) -> np.ndarray:
+        """One batch the artifact accepts (see `spec.batch`); `predict_batched` takes any batch."""
+        if self._closed:
+            raise BadInputError(f"this {self.backend} runner was closed; load the model again")
+        x, lead_times = check_model_inputs(self.spec, x, lead_times)
+        y = self._predict_impl(x, lead_times)
+        expected = (x.shape[0], len(self.spec.output_variables), *self.spec.grid)
+        if y.shape != expected:  # a backend bug, never the user's fault: fail loudly
+            raise ModelFileError(f"{self.backend} returned shape {y.shape}, expected {expected}")
+        return np.asarray(y, dtype=np.float32)
+
+    def batch_limit(self, requested: int | None = None) -> int | None:
+        """The largest batch one call runs: the artifact's limit, capped by `requested` where it allows."""
+        if requested is not None and requested < 1:
+            raise BadInputError(f"batch size must be a positive integer, got {requested}")
+        spec = self.spec.batch
+        if spec.size is not None:
+            return spec.size
+        if requested is None:
+            return spec.max
+        return max(spec.min, requested if spec.max is None else min(requested, spec.max))
+
+    def predict_batched(
+        self,
+        x: Any,
+        lead_times: Any,
+        max_batch: int | None = None,
+        on_batch: Callable[[int, int], None] | None = None,
+    ) -> np.ndarray:
+        """`predict` for any number of samples: split at the artifact's (or `max_batch`'s) limit, and
+        padded by repeating the last sample where the artifact needs more samples than a chunk has.
+
+        on_batch(done, total) is called after each chunk (progress).
+        """
+        if not isinstance(x, np.ndarray) or x.ndim < 1:
+            return self.predict(x, lead_times)  # the same clear error as predict
+        lead = np.asarray(lead_times)
+        if lead.ndim != 1 or lead.shape[0] != x.shape[0]:
+            return self.predict(x, lead_times)
+        total = x.shape[0]
+        chunk = self.batch_limit(max_batch) or total
+        outputs = []
+        for start in range(0, total, chunk):
+            xs, ls = x[start : start + chunk], lead[start : start + chunk]
+            n = xs.shape[0]
+            pad = max(self.spec.batch.min - n, 0)
+            if pad:
+                xs = np.concatenate([xs, np.repeat(xs[-1:], pad, axis=0)])
+                ls = np.concatenate([ls, np.repeat(ls[-1:], pad)])
+            outputs.append(self.predict(xs, ls)[:n])
+            if on_batch is not None:
+                on_batch(start + n, total)
+        return np.concatenate(outputs) if outputs else self.predict(x, lead_times)
+
+    @abc.abstractmethod
+    def _predict_impl(self, x: np.ndarray, lead_times: np.ndarray) -> np.ndarray:
+        """Run the backend on checked float32 inputs."""
+
+    def _close_impl(self) -> None:
+        """Release the backend's session, engine or model (called once)."""
+
+    def describe(self) -> dict[str, Any]:
+        """Backend, devices and settings in use, for logs and parity tables."""
+        return {"backend": self.backend, "precision": self.spec.precision}
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._close_impl()
+
+    def __enter__(self) -> Runner:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+__all__ = ["ModelSpec", "Runner"]
