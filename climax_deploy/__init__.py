@@ -1,12 +1,15 @@
 """climax-deploy: take the patch-level physics-guided ClimaX model from PyTorch to production.
 
-Subpackages (each maps to a top-level folder of the repository):
-  climax_deploy.model     the PyTorch reference (needs torch)
-  climax_deploy.export    `export-onnx` and the ONNX graph passes (needs torch, onnx, onnxscript)
-  climax_deploy.runtime   the embedded runtime (numpy + onnxruntime only)
-  climax_deploy.validate  `check-parity`, terrains and metrics (needs torch)
-
-This top-level module imports nothing heavy, so `climax_deploy.runtime` stays torch-free.
+The core (modules directly in this package: errors, schema, manifest, runner, inputs,
+standardisation, synthetic, optional, artifacts, cli, progress) imports no other area. The areas,
+each a top-level folder of the repository:
+  climax_deploy.model     the PyTorch reference (torch)
+  climax_deploy.kernels   the fused elevation-attention kernel and its TensorRT plugin (torch, triton)
+  climax_deploy.export    export-onnx, graph passes, build-engine, Triton model repositories (torch, onnx)
+  climax_deploy.runtime   what a forecast system embeds: numpy + ONNX Runtime (+ TensorRT, lazily)
+  climax_deploy.forecast  physical units and forecast files (xarray)
+  climax_deploy.serving   Triton Inference Server through pytriton
+  climax_deploy.validate  check-parity and benchmarks (torch)
 """
 
 from __future__ import annotations
@@ -20,7 +23,6 @@ from climax_deploy.errors import (
     ExportError,
     MissingBackendError,
     ModelFileError,
-    ParityError,
 )
 
 __all__ = [
@@ -31,5 +33,4 @@ __all__ = [
     "ExportError",
     "MissingBackendError",
     "ModelFileError",
-    "ParityError",
 ]

@@ -30,6 +30,3 @@ class EngineBuildError(ClimaxDeployError):
 class MissingBackendError(ClimaxDeployError, ImportError):
     """An optional dependency (torch, onnxruntime, TensorRT, ...) is not installed."""
 
-
-class ParityError(ClimaxDeployError):
-    """A backend's output does not match the PyTorch reference within tolerance."""

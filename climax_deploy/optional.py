@@ -29,11 +29,14 @@ class OptionalDependency:
     def load(self) -> ModuleType:
         try:
             module = importlib.import_module(self.module)
-        except ImportError as exc:
-            raise MissingBackendError(f"{self.purpose} needs {self.module}, which is not installed: {self.install}") from exc
+        except (ImportError, RuntimeError) as exc:  # tritonclient.grpc without its extra raises RuntimeError
+            raise MissingBackendError(self.missing_message()) from exc
         if self.is_real is not None and not self.is_real(module):
-            raise MissingBackendError(f"{self.purpose} needs {self.module}, which is not installed: {self.install}")
+            raise MissingBackendError(self.missing_message())
         return module
+
+    def missing_message(self) -> str:
+        return f"{self.purpose} needs {self.module}, which is not installed: {self.install}"
 
     def available(self) -> bool:
         try:

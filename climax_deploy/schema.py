@@ -11,7 +11,7 @@ ELEVATION_VARIABLE = "elevation"
 # The six predicted pollutants, in output-channel order.
 OUTPUTS: tuple[str, ...] = ("pm25", "pm10", "so2", "no2", "co", "o3")
 
-# Physics attention constants (shared/NOTES.md): mask entries are clamped to [MASK_FLOOR, 1] and a
+# Physics attention constants (docs/model.md): mask entries are clamped to [MASK_FLOOR, 1] and a
 # per-sample elevation range at or below FLAT_RANGE counts as 1 (so a flat field normalises to zeros).
 MASK_FLOOR = 1e-6
 FLAT_RANGE = 1e-6
@@ -30,7 +30,7 @@ CUSTOM_OP_VERSION = 1
 SELF_ATTENTION_OP = "SelfAttention"
 
 # The author's data loader standardises every variable as (x - mean) / (std + 1e-8) with these fixed
-# (mean, std) pairs, in physical units (shared/NOTES.md). Model inputs and outputs are standardised.
+# (mean, std) pairs, in physical units (docs/model.md). Model inputs and outputs are standardised.
 STANDARDISATION: dict[str, tuple[float, float]] = {
     "u": (0.0, 10.0), "v": (0.0, 10.0), "temp": (273.15, 30.0), "rh": (50.0, 30.0),
     "psfc": (101325.0, 1000.0), "pm10": (50.0, 25.0), "so2": (5.0, 5.0), "no2": (20.0, 15.0),

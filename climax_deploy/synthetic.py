@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 
 from climax_deploy.errors import BadInputError
-from climax_deploy.standardisation import Standardisation
 from climax_deploy.schema import ELEVATION_VARIABLE
+from climax_deploy.standardisation import Standardisation
 
 # Rough physical ranges for the synthetic fields: (centre, amplitude) in each variable's units.
 _SYNTHETIC_RANGE = {

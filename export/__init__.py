@@ -1,7 +1,7 @@
 """ONNX export of the reference model and the graph passes that shape it.
 
-`export_onnx` and `ExportOptions` need torch; they are imported on first use, so the passes and
-`build-engine` work in an environment with onnx but without torch.
+`export_model`, `export_onnx`, `ExportOptions` and `Provenance` need torch; they are imported on first
+use, so the passes and `build-engine` work in an environment with onnx but without torch.
 """
 
 from __future__ import annotations
@@ -17,12 +17,14 @@ __all__ = [
     "ExportOptions",
     "GraphPass",
     "PassResult",
+    "Provenance",
     "elevation_attention_function",
+    "export_model",
     "export_onnx",
     "run_passes",
 ]
 
-_LAZY = {"ExportOptions", "export_onnx"}
+_LAZY = {"ExportOptions", "Provenance", "export_model", "export_onnx"}
 
 
 def __getattr__(name: str) -> Any:

@@ -40,10 +40,6 @@ class AttentionLayout:
         c = self.heads_per_chunk
         return 1 if c is None or c >= self.num_heads else self.num_heads // c
 
-    @property
-    def name(self) -> str:
-        return "fused" if self.chunks == 1 else f"{self.num_heads // self.chunks}-head chunks"
-
 
 def attention_nodes(
     prefix: str, q: str, k: str, v: str, out: str, layout: AttentionLayout, bias: str | None = None

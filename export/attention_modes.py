@@ -9,25 +9,32 @@
   builds the registered `climax::ElevationAttention` plugin (the fused Triton kernel) instead of
   expanding the function. ONNX Runtime still runs the function body, so parity stays checkable.
 
-Each mode is a GraphPass; every rewritten model still runs on ONNX Runtime.
+Each mode is a GraphPass; every rewritten model still runs on ONNX Runtime. `inline` only checks
+(it changes nothing), `native` returns a new model, `plugin` tags the model it is given in place.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 import onnx
 from onnx import TensorProto, helper, version_converter
 
 from climax_deploy.errors import BadInputError, ExportError
 from climax_deploy.export.elevation_function import elevation_bias_nodes, scaled_query_nodes
-from climax_deploy.export.passes import GraphPass, PassResult, elevation_functions, elevation_nodes, opset_version
+from climax_deploy.export.passes import (
+    GraphPass,
+    PassResult,
+    copy_model,
+    elevation_functions,
+    elevation_nodes,
+    opset_version,
+)
+from climax_deploy.manifest import ATTENTION_MODES
 from climax_deploy.schema import CUSTOM_DOMAIN, CUSTOM_OP
 
-AttentionMode = Literal["inline", "native", "plugin"]
-ATTENTION_MODES: tuple[str, ...] = ("inline", "native", "plugin")
 ATTENTION_OPSET = 23  # ONNX Attention's first version
-# The plugin the kernel issue registers with TensorRT: op type CUSTOM_OP in this namespace.
+# The plugin climax_deploy.kernels.trt_plugin registers with TensorRT: op type CUSTOM_OP in this namespace.
 PLUGIN_NAMESPACE = CUSTOM_DOMAIN
 PLUGIN_VERSION = "1"
 PLUGIN_ATTRIBUTES = ("plugin_namespace", "plugin_version")
@@ -43,12 +50,15 @@ def _require_one_elevation_op(model: onnx.ModelProto, pass_name: str) -> None:
         )
 
 
-def _set_metadata(model: onnx.ModelProto, key: str, value: str) -> None:
+def _set_metadata(model: onnx.ModelProto, key: str, value: str) -> bool:
+    """Set a metadata entry; return whether the model changed."""
     for entry in model.metadata_props:
         if entry.key == key:
+            changed = entry.value != value
             entry.value = value
-            return
+            return changed
     model.metadata_props.add(key=key, value=value)
+    return True
 
 
 def attention_mode_of(model: onnx.ModelProto) -> str:
@@ -60,7 +70,17 @@ def attention_mode_of(model: onnx.ModelProto) -> str:
 
 
 class KeepInlineAttention(GraphPass):
-    """`inline`: leave the function for the parser to expand; only check there is one to expand."""
+    """`inline`: leave the function for the parser to expand; only check there is one to expand.
+
+    A check, not a rewrite: the model is returned as given (no metadata either; a model without an
+    attention-mode entry is inline, see attention_mode_of).
+    """
+
+    in_place = True
+
+    @property
+    def changes_input(self) -> bool:
+        return False
 
     def requires(self, model: onnx.ModelProto) -> None:
         _require_one_elevation_op(model, "inline attention")
@@ -70,19 +90,19 @@ class KeepInlineAttention(GraphPass):
             raise ExportError(f"the ElevationAttention node carries {stale}; TensorRT would pick the plugin, not inline")
 
     def call(self, model: onnx.ModelProto) -> PassResult:
-        _set_metadata(model, MODE_METADATA_KEY, "inline")
         return PassResult(model, modified=False)
 
 
 def upgrade_opset(model: onnx.ModelProto, target: int) -> onnx.ModelProto:
-    """Raise the default-domain opset to `target`, keeping model-local functions and metadata.
+    """A new model with the default-domain opset raised to `target`, keeping model-local functions and metadata.
 
     onnx's version converter rewrites the main graph but drops `model.functions`; they are put
-    back with their own opset import raised to match.
+    back with their own opset import raised to match. A model already at `target` or above is copied
+    as is; `model` itself is never changed.
     """
     current = opset_version(model)
     if current >= target:
-        return model
+        return copy_model(model)
     functions = [onnx.FunctionProto.FromString(f.SerializeToString()) for f in model.functions]
     metadata = [(p.key, p.value) for p in model.metadata_props]
     bare = onnx.ModelProto.FromString(model.SerializeToString())
@@ -143,19 +163,26 @@ def _is_float16_graph(model: onnx.ModelProto) -> bool:
 
 
 class RewriteToAttention23(GraphPass):
-    """`native`: the ElevationAttention body becomes Attention-23 (TensorRT's fused attention)."""
+    """`native`: the ElevationAttention body becomes Attention-23 (TensorRT's fused attention).
+
+    Not in place: the opset upgrade makes a new model, and the input is left as it was.
+    """
+
+    in_place = False
 
     def requires(self, model: onnx.ModelProto) -> None:
         _require_one_elevation_op(model, "native attention")
 
     def call(self, model: onnx.ModelProto) -> PassResult:
         float16 = _is_float16_graph(model)
+        before = (opset_version(model), elevation_functions(model)[0].SerializeToString())
         model = upgrade_opset(model, ATTENTION_OPSET)
         for function in elevation_functions(model):
             model.functions.remove(function)
-        model.functions.append(attention23_function(opset_version(model), softmax_in_float32=float16))
-        _set_metadata(model, MODE_METADATA_KEY, "native")
-        return PassResult(model, modified=True)
+        body = attention23_function(opset_version(model), softmax_in_float32=float16)
+        model.functions.append(body)
+        marked = _set_metadata(model, MODE_METADATA_KEY, "native")
+        return PassResult(model, modified=marked or before != (opset_version(model), body.SerializeToString()))
 
     def ensures(self, model: onnx.ModelProto) -> None:
         body = elevation_functions(model)[0].node
@@ -178,7 +205,8 @@ class MarkForPlugin(GraphPass):
         _require_one_elevation_op(model, "plugin attention")
 
     def call(self, model: onnx.ModelProto) -> PassResult:
-        node = elevation_nodes(model)[0]
+        node, function = elevation_nodes(model)[0], elevation_functions(model)[0]
+        before = node.SerializeToString(), function.SerializeToString()
         kept = [a for a in node.attribute if a.name not in PLUGIN_ATTRIBUTES]
         del node.attribute[:]
         node.attribute.extend(kept)
@@ -187,12 +215,11 @@ class MarkForPlugin(GraphPass):
             helper.make_attribute("plugin_version", self.version),
         ])  # fmt: skip
         # Declare the attributes on the function too, so checkers and ONNX Runtime accept the call.
-        function = elevation_functions(model)[0]
         for name in PLUGIN_ATTRIBUTES:
             if name not in function.attribute:
                 function.attribute.append(name)
-        _set_metadata(model, MODE_METADATA_KEY, "plugin")
-        return PassResult(model, modified=True)
+        marked = _set_metadata(model, MODE_METADATA_KEY, "plugin")
+        return PassResult(model, modified=marked or before != (node.SerializeToString(), function.SerializeToString()))
 
     def ensures(self, model: onnx.ModelProto) -> None:
         attrs = {a.name: a.s.decode() for a in elevation_nodes(model)[0].attribute}
@@ -212,8 +239,6 @@ def attention_pass(mode: str) -> GraphPass:
 
 
 __all__ = [
-    "ATTENTION_MODES",
-    "AttentionMode",
     "KeepInlineAttention",
     "MarkForPlugin",
     "PLUGIN_NAMESPACE",

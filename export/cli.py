@@ -6,7 +6,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from climax_deploy.cli import EXIT_OK, ArgParser, parse_batch, run_cli
+from climax_deploy.cli import EXIT_OK, ArgParser, run_cli
+from climax_deploy.manifest import PRECISIONS, BatchSpec
 
 DEFAULT_OUTPUT = "build/climax_full.onnx"
 
@@ -28,9 +29,9 @@ def build_parser() -> ArgParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the random weights when no checkpoint (default 0)")
     p.add_argument("-o", "--output", type=Path, default=Path(DEFAULT_OUTPUT), help=f"default {DEFAULT_OUTPUT}")
     p.add_argument("--opset", type=int, default=None, help="ONNX opset of the default domain (default 18)")
-    p.add_argument("--batch", type=parse_batch, default=None, metavar="dynamic|N",
+    p.add_argument("--batch", default="dynamic", metavar="dynamic|N",
                    help="batch dimension: 'dynamic' (default) or a fixed size")  # fmt: skip
-    p.add_argument("--precision", choices=["fp32", "fp16"], default="fp32",
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32",
                    help="fp32 (default) or fp16: FP16 compute with FP32 islands for the elevation path, the "
                         "attention bias and softmax, LayerNorm, reductions and the output head; inputs and "
                         "outputs stay float32 (what TensorRT 11's strongly typed builds need)")  # fmt: skip
@@ -48,41 +49,17 @@ def build_parser() -> ArgParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # Heavy imports after argument parsing, so --help and usage errors are instant.
-    from climax_deploy.artifacts import sha256_file
-    from climax_deploy.errors import BadInputError
-    from climax_deploy.export.onnx_export import DEFAULT_OPSET, ExportOptions, export_onnx
-    from climax_deploy.model import build_model, resolve_config
+    from climax_deploy.export.onnx_export import DEFAULT_OPSET, ExportOptions, export_model
     from climax_deploy.progress import Progress
 
-    source = args.config if args.config is not None else (args.preset or "full")
-    resolve_config(source)  # fail fast, before any progress output, on a bad preset or config
-    if args.output.suffix != ".onnx":
-        raise BadInputError(f"--output must end in .onnx, got {str(args.output)!r}")
-    stats = None
-    if args.stats is not None:  # fail fast on a bad stats file, before the slow model build
-        from climax_deploy.forecast.stats import merge_stats, read_stats_file
-
-        stats = read_stats_file(args.stats)
-        merge_stats(stats, resolve_config(source).variables, str(args.stats))
+    options = ExportOptions(opset=args.opset or DEFAULT_OPSET, batch=BatchSpec.parse(args.batch),
+                            precision=args.precision, heads_per_chunk=args.heads_per_chunk)  # fmt: skip
     progress = Progress("export-onnx", enabled=not args.quiet)
-    with progress.stage("building the PyTorch model"):
-        model = build_model(source, seed=args.seed, checkpoint=args.checkpoint)
-    provenance = {
-        "preset": str(source) if args.config is None else None,
-        "config_file": str(args.config) if args.config is not None else None,
-        "seed": args.seed if args.checkpoint is None else None,
-        "checkpoint": None
-        if args.checkpoint is None
-        else {"path": str(args.checkpoint.resolve()), "sha256": sha256_file(args.checkpoint)},
-    }
-    options = ExportOptions(opset=args.opset or DEFAULT_OPSET, batch=args.batch, precision=args.precision,
-                            heads_per_chunk=args.heads_per_chunk or 0,
-                            standardisation=stats)  # fmt: skip
-    if args.stats is not None:
-        provenance["stats_file"] = {"path": str(args.stats.resolve()), "sha256": sha256_file(args.stats)}
-    export_onnx(model, args.output, options, provenance, progress)
+    source = args.config if args.config is not None else (args.preset or "full")
+    manifest = export_model(source, args.output, options, seed=args.seed, checkpoint=args.checkpoint,
+                            stats_file=args.stats, progress=progress)  # fmt: skip
     total = sum(progress.timings.values())
-    print(f"wrote {args.output} and {args.output}.manifest.json ({model.config.num_patches} patches, "
+    print(f"wrote {args.output} and {args.output}.manifest.json ({manifest.model.num_patches} patches, "
           f"{total:.1f} s)")  # fmt: skip
     return EXIT_OK
 

@@ -131,12 +131,15 @@ class AttachElevationFunction(GraphPass):
 
     def call(self, model: onnx.ModelProto) -> PassResult:
         existing = elevation_functions(model)
+        function = elevation_attention_function(opset_version(model), self.layout)
+        modified = [fn.SerializeToString() for fn in existing] != [function.SerializeToString()]
         for fn in existing:
             model.functions.remove(fn)
-        model.functions.append(elevation_attention_function(opset_version(model), self.layout))
+        model.functions.append(function)
         if not any(e.domain == CUSTOM_DOMAIN for e in model.opset_import):
             model.opset_import.append(helper.make_opsetid(CUSTOM_DOMAIN, CUSTOM_OP_VERSION))
-        return PassResult(model, modified=True)
+            modified = True
+        return PassResult(model, modified=modified)
 
     def ensures(self, model: onnx.ModelProto) -> None:
         if len(elevation_functions(model)) != 1:

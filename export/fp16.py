@@ -116,7 +116,13 @@ class _Plan:
 
 
 class ConvertToFp16(GraphPass):
-    """Cast the graph's heavy compute to float16, keeping the FP32 islands described above."""
+    """Cast the graph's heavy compute to float16, keeping the FP32 islands described above.
+
+    In place: the model passed in is rewritten (its initializers are converted where they stand, so a
+    large model is not held twice); run it through run_passes(..., keep_input=True) to keep the original.
+    """
+
+    in_place = True
 
     def __init__(self, keep_io_types: bool = True, extra_fp32_ops: frozenset[str] = frozenset()) -> None:
         self.keep_io_types = keep_io_types

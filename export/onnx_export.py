@@ -1,57 +1,92 @@
-"""Export the reference model to ONNX with the physics attention as one custom-domain node."""
+"""Export the reference model to ONNX with the physics attention as one custom-domain node.
+
+`export_model` is what `export-onnx` runs: it resolves the architecture, reads a stats file, builds
+the model and records where everything came from. `export_onnx` exports a model already in memory.
+Both write MODEL.onnx and its manifest (climax_deploy.manifest) and return the OnnxManifest.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import io
-import json
 import logging
 import os
 import platform
 import tempfile
 import warnings
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 
 import onnx
 import torch
 
 import climax_deploy
-from climax_deploy.artifacts import sha256_file, write_manifest
+from climax_deploy.artifacts import sha256_file
 from climax_deploy.errors import BadInputError, ExportError
 from climax_deploy.export.attention_layout import AttentionLayout, ExpandSelfAttention
 from climax_deploy.export.elevation_function import AttachElevationFunction
 from climax_deploy.export.passes import DEFAULT_OPSET, GraphPass, elevation_functions, elevation_nodes, run_passes
-from climax_deploy.model import ClimaX
-from climax_deploy.progress import Progress
-from climax_deploy.standardisation import Standardisation, merge_stats
-from climax_deploy.schema import (
-    CUSTOM_DOMAIN,
-    CUSTOM_OP,
-    CUSTOM_OP_VERSION,
-    INPUT_NAME,
-    LEAD_TIMES_NAME,
-    OUTPUT_NAME,
-    STANDARDISATION_EPS,
+from climax_deploy.manifest import (
+    PRECISIONS,
+    BatchSpec,
+    FileRecord,
+    ModelRecord,
+    OnnxManifest,
+    embedded_metadata,
+    write_manifest,
 )
+from climax_deploy.model import ClimaX, ModelConfig
+from climax_deploy.progress import Progress
+from climax_deploy.schema import CUSTOM_DOMAIN, CUSTOM_OP, INPUT_NAME, LEAD_TIMES_NAME, OUTPUT_NAME, STANDARDISATION_EPS
+from climax_deploy.standardisation import Standardisation, merge_stats, read_json_stats
 
 log = logging.getLogger(__name__)
 
-METADATA_KEY = "climax_deploy.manifest"
 PROTOBUF_LIMIT = 2**31 - 1  # protobuf's 2 GB ceiling; beyond it weights go to external data
+MAX_DYNAMIC_BATCH = 4096  # upper bound of the traced dynamic batch dimension
+DEFAULT_HEADS_PER_CHUNK = 1  # fp32 for ONNX Runtime on CPU: one head's scores at a time (see README, Performance)
 
 
-@dataclass
+@dataclass(frozen=True)
 class ExportOptions:
+    """How to export: opset, batch ('dynamic' or a fixed size), precision, layout, standardisation."""
+
     opset: int = DEFAULT_OPSET
-    batch: int | None = None  # None: dynamic batch
+    batch: BatchSpec = field(default_factory=BatchSpec.dynamic)  # BatchSpec.dynamic() or BatchSpec.fixed(n)
     precision: str = "fp32"
     external_data_threshold: int = PROTOBUF_LIMIT
-    # {variable: (mean, std)} overriding the author's constants; recorded in the manifest (issue 6).
-    standardisation: dict[str, tuple[float, float]] | None = None
+    # {variable: (mean, std)} overriding the author's constants; recorded in the manifest.
+    standardisation: Mapping[str, tuple[float, float]] | None = None
     heads_per_chunk: int | None = 0  # 0: by precision (see attention_layout); None: all heads at once
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """Where the weights and the architecture came from; recorded in the manifest's model record."""
+
+    seed: int | None = None  # seeded random weights, or
+    checkpoint: FileRecord | None = None  # the checkpoint the weights came from
+    preset: str | None = None
+    config_file: FileRecord | None = None
+    stats_file: FileRecord | None = None
+
+
+def file_record(path: str | os.PathLike[str]) -> FileRecord:
+    """A provenance record of `path`: its absolute path and sha256."""
+    path = Path(path)
+    return FileRecord(str(path.resolve()), sha256_file(path))
+
+
+def check_options(options: ExportOptions, output: Path) -> None:
+    """BadInputError on an option or output name export_onnx would refuse (cheap: before tracing)."""
+    if output.suffix != ".onnx":
+        raise BadInputError(f"output must end in .onnx, got {output.name!r}")
+    if options.batch.size is None and options.batch != BatchSpec.dynamic():
+        raise BadInputError(f"export takes batch 'dynamic' or a fixed size N, got {options.batch}")
+    if options.precision not in PRECISIONS:
+        raise BadInputError(f"precision must be one of {', '.join(PRECISIONS)}, got {options.precision!r}")
 
 
 class _ExportWrapper(torch.nn.Module):
@@ -68,12 +103,12 @@ class _ExportWrapper(torch.nn.Module):
 def trace_to_onnx(model: ClimaX, options: ExportOptions) -> onnx.ModelProto:
     """torch.onnx.export (dynamo) -> ModelProto holding one climax::ElevationAttention node."""
     cfg = model.config
-    example_batch = options.batch or 2
+    example_batch = options.batch.size or 2
     x = torch.zeros(example_batch, len(cfg.variables), *cfg.img_size)
     lead_times = torch.full((example_batch,), 24.0)
     dynamic_shapes = None
-    if options.batch is None:
-        batch = torch.export.Dim("batch", min=1, max=4096)
+    if options.batch.size is None:
+        batch = torch.export.Dim("batch", min=1, max=MAX_DYNAMIC_BATCH)
         dynamic_shapes = {"x": {0: batch}, "lead_times": {0: batch}}
     # The exporter is chatty (warnings, print statements); keep it out of the user's terminal.
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
@@ -97,12 +132,6 @@ def trace_to_onnx(model: ClimaX, options: ExportOptions) -> onnx.ModelProto:
     if program is None:  # pragma: no cover - dynamo=True always returns a program
         raise ExportError("torch.onnx.export returned no program")
     return program.model_proto
-
-
-PRECISIONS: tuple[str, ...] = ("fp32", "fp16")
-
-
-DEFAULT_HEADS_PER_CHUNK = 1  # fp32 for ONNX Runtime on CPU: one head's scores at a time (see README, Performance)
 
 
 def attention_layout(model: ClimaX, options: ExportOptions) -> AttentionLayout:
@@ -138,47 +167,31 @@ def versions() -> dict[str, str]:
     }
 
 
-def build_manifest(model: ClimaX, options: ExportOptions, provenance: dict[str, Any]) -> dict[str, Any]:
-    """Everything a runtime or check-parity needs to know about the file, except its checksum."""
-    cfg = model.config
-    batch: int | str = options.batch if options.batch is not None else "batch"
-    h, w = cfg.img_size
-    return {
-        "kind": "onnx",
-        "precision": options.precision,
-        "inputs": [
-            {"name": INPUT_NAME, "shape": [batch, len(cfg.variables), h, w], "dtype": "float32"},
-            {"name": LEAD_TIMES_NAME, "shape": [batch], "dtype": "float32", "units": "hours"},
-        ],
-        "outputs": [{"name": OUTPUT_NAME, "shape": [batch, len(cfg.outputs), h, w], "dtype": "float32"}],
-        "batch": "dynamic" if options.batch is None else options.batch,
-        "variables": list(cfg.variables),
-        "output_variables": list(cfg.outputs),
-        "grid": [h, w],
-        "patch_size": cfg.patch_size,
-        "num_patches": cfg.num_patches,
-        "model_config": cfg.to_dict(),
-        "custom_op": {"domain": CUSTOM_DOMAIN, "name": CUSTOM_OP, "version": CUSTOM_OP_VERSION},
-        # (mean, std) per variable in physical units, the runtime's standardisation (runtime/io/stats.py).
-        "standardisation": Standardisation(merge_stats(options.standardisation, cfg.variables, "standardisation")).to_manifest(),
-        "standardisation_eps": STANDARDISATION_EPS,
-        "opset": options.opset,
-        "versions": versions(),
-        "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        **provenance,
-    }
+def model_record(config: ModelConfig, options: ExportOptions, provenance: Provenance) -> ModelRecord:
+    """What the model is (shared by the export and every engine built from it) and where it came from."""
+    source = "the author's constants" if not options.standardisation else "the given standardisation"
+    stats = merge_stats(options.standardisation, config.variables, "standardisation")
+    h, w = config.img_size
+    return ModelRecord(
+        variables=tuple(config.variables),
+        output_variables=tuple(config.outputs),
+        grid=(h, w),
+        patch_size=config.patch_size,
+        num_patches=config.num_patches,
+        config=config.to_dict(),
+        standardisation=Standardisation(stats, STANDARDISATION_EPS, source),
+        seed=provenance.seed,
+        checkpoint=provenance.checkpoint,
+        preset=provenance.preset,
+        config_file=provenance.config_file,
+        stats_file=provenance.stats_file,
+    )
 
 
-def set_metadata(model: onnx.ModelProto, manifest: dict[str, Any]) -> None:
+def set_metadata(model: onnx.ModelProto, manifest: OnnxManifest) -> None:
+    """Embed the manifest (climax_deploy.manifest.embedded_metadata) and the producer in the model."""
     del model.metadata_props[:]
-    entries = {
-        METADATA_KEY: json.dumps(manifest, sort_keys=True),
-        "climax_deploy.version": climax_deploy.__version__,
-        "climax_deploy.precision": str(manifest["precision"]),
-        "climax_deploy.variables": ",".join(manifest["variables"]),
-        "climax_deploy.outputs": ",".join(manifest["output_variables"]),
-    }
-    for key, value in entries.items():
+    for key, value in embedded_metadata(manifest).items():
         model.metadata_props.add(key=key, value=value)
     model.producer_name = "climax-deploy"
     model.producer_version = climax_deploy.__version__
@@ -224,38 +237,107 @@ def save_model(model: onnx.ModelProto, output: Path, threshold: int = PROTOBUF_L
 
 def export_onnx(
     model: ClimaX,
-    output: str | Path,
+    output: str | os.PathLike[str],
     options: ExportOptions | None = None,
-    provenance: dict[str, Any] | None = None,
+    provenance: Provenance | None = None,
     progress: Progress | None = None,
-) -> dict[str, Any]:
-    """Export `model` to `output` (+ `<output>.manifest.json`); return the manifest."""
+) -> OnnxManifest:
+    """Export `model` to `output` (+ `<output>.manifest.json`); return the manifest as written."""
     options = options or ExportOptions()
+    provenance = provenance or Provenance()
     progress = progress or Progress("export-onnx", enabled=False)
     output = Path(output)
-    if output.suffix != ".onnx":
-        raise BadInputError(f"output must end in .onnx, got {output.name!r}")
-    if options.batch is not None and options.batch < 1:
-        raise BadInputError(f"--batch must be 'dynamic' or a positive integer, got {options.batch}")
-    if options.precision not in PRECISIONS:
-        raise BadInputError(f"precision must be one of {', '.join(PRECISIONS)}, got {options.precision!r}")
+    check_options(options, output)
     layout = attention_layout(model, options)
     with progress.stage(f"tracing {model.config.name} model ({model.config.num_patches} patches)"):
         proto = trace_to_onnx(model, options)
-    with progress.stage("attaching the ElevationAttention function" + (
-        " and casting to fp16 (fp32 islands)" if options.precision == "fp16" else "")):
+    fp16 = " and casting to fp16 (fp32 islands)" if options.precision == "fp16" else ""
+    with progress.stage(f"attaching the ElevationAttention function{fp16}"):
         proto = run_passes(proto, export_passes(layout, options.precision)).model
         check_contract(proto)
-    manifest = build_manifest(model, options, provenance or {})
-    manifest["attention_layout"] = {"heads_per_chunk": layout.num_heads // layout.chunks, "chunks": layout.chunks}
+    manifest = OnnxManifest(
+        precision=options.precision,
+        batch=options.batch,
+        model=model_record(model.config, options, provenance),
+        opset=options.opset,
+        heads_per_chunk=layout.num_heads // layout.chunks,
+        versions=versions(),
+        created_utc=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    )
     set_metadata(proto, manifest)
     with progress.stage("checking and writing"):
         external = save_model(proto, output, options.external_data_threshold)
-    if external:
-        manifest["external_data"] = external
-    write_manifest(output, manifest)
+    written = write_manifest(output, replace(manifest, external_data=external))
     log.info("wrote %s (%s)", output, "external data" if external else "inline weights")
-    return manifest
+    return written
 
 
-__all__ = ["ExportOptions", "export_onnx", "save_model", "trace_to_onnx", "DEFAULT_OPSET"]
+def read_stats(path: str | os.PathLike[str]) -> dict[str, tuple[float, float]]:
+    """A stats file -> {variable: (mean, std)}: JSON here, NetCDF through climax_deploy.forecast (xarray)."""
+    path = Path(path)
+    if not path.is_file():
+        raise BadInputError(f"stats file {path} does not exist")
+    if path.suffix.lower() == ".json":
+        return read_json_stats(path)
+    from climax_deploy.forecast.stats import read_stats_file
+
+    return read_stats_file(path)
+
+
+def export_model(
+    source: str | Path,
+    output: str | os.PathLike[str],
+    options: ExportOptions | None = None,
+    *,
+    seed: int = 0,
+    checkpoint: str | Path | None = None,
+    stats_file: str | os.PathLike[str] | None = None,
+    progress: Progress | None = None,
+) -> OnnxManifest:
+    """Build the model of `source` (a preset name or a .json/.yaml config file) and export it.
+
+    Weights come from `checkpoint`, else are random with `seed`. `stats_file` (JSON or NetCDF) overrides
+    the standardisation of the variables it names. The manifest records all of it, with checksums.
+    Everything cheap is checked before the model is built.
+    """
+    from climax_deploy.model import PRESETS, build_model, resolve_config
+
+    options = options or ExportOptions()
+    output = Path(output)
+    check_options(options, output)
+    config = resolve_config(source)
+    is_preset = isinstance(source, str) and source in PRESETS
+    stats_record = None
+    if stats_file is not None:
+        if options.standardisation:
+            raise BadInputError("give the standardisation as options or as a stats file, not both")
+        stats = read_stats(stats_file)
+        merge_stats(stats, config.variables, str(stats_file))  # unknown variables fail here, not after the build
+        options = replace(options, standardisation=stats)
+        stats_record = file_record(stats_file)
+    if checkpoint is not None and not Path(checkpoint).is_file():
+        raise BadInputError(f"checkpoint {checkpoint} does not exist")
+    provenance = Provenance(
+        seed=seed if checkpoint is None else None,
+        checkpoint=file_record(checkpoint) if checkpoint is not None else None,
+        preset=str(source) if is_preset else None,
+        config_file=None if is_preset else file_record(source),
+        stats_file=stats_record,
+    )
+    progress = progress or Progress("export-onnx", enabled=False)
+    with progress.stage("building the PyTorch model"):
+        model = build_model(config, seed=seed, checkpoint=checkpoint)
+    return export_onnx(model, output, options, provenance, progress)
+
+
+__all__ = [
+    "DEFAULT_OPSET",
+    "ExportOptions",
+    "Provenance",
+    "export_model",
+    "export_onnx",
+    "file_record",
+    "read_stats",
+    "save_model",
+    "trace_to_onnx",
+]

@@ -8,14 +8,19 @@ for. What stays in our hands, typed against TensorRT's API:
 - the version check and the build plan (strongly typed vs the FP16 flag), export/tensorrt_profile.py;
 - the parser flag ENABLE_PLUGIN_OVERRIDE, which exists only from 10.15 (looked up by name);
 - the progress monitor (an IProgressMonitor subclass) and the engine's manifest.
+
+`build_engine` makes every check (file names, TensorRT, the export's manifest and checksum, the batch
+profile); `plan_trtexec` makes the same checks and returns the equivalent trtexec line instead.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,16 +28,34 @@ from typing import TYPE_CHECKING, Any
 import onnx
 
 import climax_deploy
-from climax_deploy.artifacts import read_manifest, sha256_file, write_bytes_atomic, write_manifest
+from climax_deploy.artifacts import write_bytes_atomic
 from climax_deploy.errors import BadInputError, EngineBuildError, MissingBackendError
 from climax_deploy.export.attention_modes import attention_pass
-from climax_deploy.export.tensorrt_profile import BuildPlan, EngineOptions, plan_build
+from climax_deploy.export.tensorrt_profile import (
+    ASSUMED_TENSORRT,
+    BuildPlan,
+    EngineOptions,
+    Shapes,
+    engine_profile,
+    input_shapes,
+    plan_build,
+    trtexec_command,
+)
+from climax_deploy.manifest import (
+    BatchSpec,
+    EngineManifest,
+    FileRecord,
+    GpuRecord,
+    OnnxManifest,
+    read_onnx_manifest,
+    write_manifest,
+)
 from climax_deploy.progress import Progress
 from climax_deploy.runtime.tensorrt_backend import (
-    ENGINE_KIND,
     TensorRTVersion,
     gpu_info,
     import_tensorrt,
+    tensorrt_available,
     tensorrt_version,
 )
 
@@ -41,9 +64,30 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-SOURCE_ONLY_KEYS = frozenset({"format", "file", "sha256", "kind", "external_data", "opset", "custom_op", "versions",
-                              "created_utc", "batch", "precision"})  # fmt: skip
 HARDWARE_COMPAT_ENUM = {"none": "NONE", "ampere+": "AMPERE_PLUS", "same-cc": "SAME_COMPUTE_CAPABILITY"}
+ENGINE_SUFFIX = ".engine"
+
+
+def default_engine_path(onnx_path: str | os.PathLike[str]) -> Path:
+    """MODEL.onnx -> MODEL.engine beside it."""
+    return Path(onnx_path).with_suffix(ENGINE_SUFFIX)
+
+
+def check_paths(onnx_path: Path, engine_path: Path) -> None:
+    """BadInputError unless `onnx_path` is an existing .onnx file and `engine_path` ends in .engine."""
+    if onnx_path.suffix != ".onnx":
+        raise BadInputError(f"expected a .onnx model from export-onnx, got {onnx_path}")
+    if not onnx_path.is_file():
+        raise BadInputError(f"ONNX model {onnx_path} does not exist")
+    if engine_path.suffix != ENGINE_SUFFIX:
+        raise BadInputError(f"engine output must end in {ENGINE_SUFFIX}, got {engine_path.name!r}")
+
+
+def read_source(onnx_path: Path, options: EngineOptions) -> tuple[OnnxManifest, BatchSpec]:
+    """The export's manifest (its sha256 checked: the one time the ONNX file is hashed) and the engine's
+    batch profile, `options.batch` resolved against the export's batch."""
+    source = read_onnx_manifest(onnx_path)
+    return source, engine_profile(options.batch, source.batch)
 
 
 def prepare_onnx(onnx_path: Path, attention: str) -> onnx.ModelProto:
@@ -60,13 +104,13 @@ def save_rewritten_onnx(model: onnx.ModelProto, path: Path) -> None:
 
 
 def register_elevation_plugin() -> None:
-    """Register the fused ElevationAttention plugin of the kernel issue with TensorRT."""
+    """Register the fused ElevationAttention plugin (climax_deploy.kernels.trt_plugin) with TensorRT."""
     try:
         from climax_deploy.kernels import trt_plugin
     except ImportError as exc:
         raise MissingBackendError(
-            f"--attention plugin needs the ElevationAttention TensorRT plugin (climax_deploy.kernels."
-            f"trt_plugin) with torch and triton installed ({exc}); use --attention inline or native"
+            "--attention plugin needs the ElevationAttention TensorRT plugin (climax_deploy.kernels.trt_plugin), "
+            f"which could not be imported ({exc}); install 'climax-deploy[kernels]' or use --attention inline or native"
         ) from exc
     trt_plugin.register_elevation_attention_plugin()
 
@@ -101,7 +145,7 @@ def _progress_monitor(enabled: bool) -> trt.IProgressMonitor | None:
     return PhasePrinter()
 
 
-def _parser_flags(plan: BuildPlan, attention: str, version: TensorRTVersion) -> list[Any]:
+def _parser_flags(attention: str) -> list[Any]:
     import tensorrt as trt
 
     flags: list[Any] = []
@@ -114,9 +158,7 @@ def _parser_flags(plan: BuildPlan, attention: str, version: TensorRTVersion) -> 
     return flags
 
 
-def _create_config(
-    options: EngineOptions, plan: BuildPlan, shapes: dict[str, tuple[tuple[int, ...], ...]], show_progress: bool
-) -> Any:
+def _create_config(options: EngineOptions, plan: BuildPlan, shapes: Shapes, show_progress: bool) -> Any:
     import tensorrt as trt
     from polygraphy.backend.trt import CreateConfig, Profile
 
@@ -141,40 +183,43 @@ def _create_config(
 
 
 def build_engine(
-    onnx_path: str | Path,
-    engine_path: str | Path,
-    options: EngineOptions,
+    onnx_path: str | os.PathLike[str],
+    engine_path: str | os.PathLike[str] | None = None,
+    options: EngineOptions | None = None,
     progress: Progress | None = None,
-) -> dict[str, Any]:
-    """Build `engine_path` (+ its manifest) from an exported model; return the manifest."""
+    save_onnx: str | os.PathLike[str] | None = None,
+) -> EngineManifest:
+    """Build `engine_path` (default MODEL.engine) and its manifest from an exported model; return the manifest.
+
+    Checks, in order: the file names, TensorRT, the export's manifest and checksum, the batch profile
+    against the export's batch, and what this TensorRT can build. `save_onnx` also writes the
+    attention-rewritten ONNX the engine is built from.
+    """
+    options = options or EngineOptions()
     progress = progress or Progress("build-engine", enabled=False)
-    onnx_path, engine_path = Path(onnx_path), Path(engine_path)
-    if not onnx_path.is_file():
-        raise BadInputError(f"ONNX model {onnx_path} does not exist")
-    source = read_manifest(onnx_path)
-    if source.get("kind") != "onnx":
-        raise BadInputError(f"{onnx_path}: manifest says kind {source.get('kind')!r}, expected an export-onnx model")
-    options.batch.check_against(source.get("batch"))
-    module = import_tensorrt()  # MissingBackendError with the install line when absent
+    onnx_path = Path(onnx_path)
+    engine_path = Path(engine_path) if engine_path is not None else default_engine_path(onnx_path)
+    check_paths(onnx_path, engine_path)
+    module = import_tensorrt()  # MissingBackendError with the install line, before hashing a large model
     version = tensorrt_version(module)
-    plan = plan_build(str(source.get("precision", "fp32")), options, version)
+    source, profile = read_source(onnx_path, options)
+    plan = plan_build(source.precision, options, version)
     print(f"[build-engine] TensorRT {version}: {plan.path}; attention {options.attention}", file=sys.stderr)
     gpu = gpu_info()
-    grid = (int(source["grid"][0]), int(source["grid"][1]))
-    shapes = options.batch.input_shapes(len(source["variables"]), grid)
+    shapes = input_shapes(profile, len(source.model.variables), source.model.grid)
 
     with progress.stage(f"preparing the ONNX graph (attention {options.attention})"):
         model = prepare_onnx(onnx_path, options.attention)
+        if save_onnx is not None:
+            save_rewritten_onnx(model, Path(save_onnx))
         if options.attention == "plugin":
             register_elevation_plugin()
     start = time.perf_counter()
     with progress.stage(f"building the engine on {gpu.name}"):
-        engine_bytes = _build_with_polygraphy(model, onnx_path, options, plan, version, shapes, progress.enabled)
+        engine_bytes = _build_with_polygraphy(model, onnx_path, options, plan, shapes, progress.enabled)
     seconds = time.perf_counter() - start
     write_bytes_atomic(engine_path, engine_bytes)
-    manifest = engine_manifest(source, onnx_path, options, plan, version, gpu.as_dict(), seconds)
-    write_manifest(engine_path, manifest)
-    return manifest
+    return write_manifest(engine_path, engine_manifest(source, profile, options, plan, version, gpu, seconds))
 
 
 def _build_with_polygraphy(
@@ -182,8 +227,7 @@ def _build_with_polygraphy(
     onnx_path: Path,
     options: EngineOptions,
     plan: BuildPlan,
-    version: TensorRTVersion,
-    shapes: dict[str, tuple[tuple[int, ...], ...]],
+    shapes: Shapes,
     show_progress: bool,
 ) -> bytes:
     from polygraphy.backend.trt import EngineBytesFromNetwork, NetworkFromOnnxBytes
@@ -196,10 +240,10 @@ def _build_with_polygraphy(
             from polygraphy.backend.trt import NetworkFromOnnxPath
 
             network = NetworkFromOnnxPath(str(path), strongly_typed=plan.strongly_typed,
-                                          flags=_parser_flags(plan, options.attention, version) or None)  # fmt: skip
+                                          flags=_parser_flags(options.attention) or None)  # fmt: skip
         else:
             network = NetworkFromOnnxBytes(model.SerializeToString(), strongly_typed=plan.strongly_typed,
-                                           flags=_parser_flags(plan, options.attention, version) or None)  # fmt: skip
+                                           flags=_parser_flags(options.attention) or None)  # fmt: skip
         config = _create_config(options, plan, shapes, show_progress)
         build = EngineBytesFromNetwork(network, config=config,
                                        save_timing_cache=str(options.timing_cache) if options.timing_cache else None)  # fmt: skip
@@ -213,54 +257,92 @@ def _build_with_polygraphy(
 
 
 def engine_manifest(
-    source: dict[str, Any],
-    onnx_path: Path,
+    source: OnnxManifest,
+    profile: BatchSpec,
     options: EngineOptions,
     plan: BuildPlan,
     version: TensorRTVersion,
-    gpu: dict[str, Any],
+    gpu: GpuRecord,
     seconds: float,
-) -> dict[str, Any]:
-    """The engine's manifest: what runs it (TensorRT, GPU), how it was built, and the model contract."""
-    shapes = options.batch.input_shapes(len(source["variables"]), (int(source["grid"][0]), int(source["grid"][1])))
-    batch: Any = options.batch.min if options.batch.min == options.batch.max else "dynamic"
-    # Everything the export recorded about the model (config, standardisation, provenance, ...) carries
-    # over; what describes the ONNX file itself is replaced by the engine's own entries below.
-    inherited = {k: v for k, v in source.items() if k not in SOURCE_ONLY_KEYS}
-    return {
-        **inherited,
-        "kind": ENGINE_KIND,
-        "precision": plan.precision,
-        "build_path": plan.path,
-        "strongly_typed": plan.strongly_typed,
-        "tensorrt": {"version": str(version), "major": version.major},
-        "gpu": gpu,
-        "attention": options.attention,
-        "profile": options.batch.as_dict(),
-        "profiles": [{name: {"min": list(s[0]), "opt": list(s[1]), "max": list(s[2])} for name, s in shapes.items()}],
-        "batch": batch,
-        "max_batch": options.batch.max,
-        "workspace_bytes": options.workspace_bytes,
-        "builder_optimization_level": options.opt_level,
-        "hardware_compatibility": options.hardware_compat,
-        "version_compatible": options.version_compatible,
-        "exclude_lean_runtime": options.exclude_lean_runtime,
-        "timing_cache": str(options.timing_cache) if options.timing_cache else None,
-        "source_onnx": {"file": onnx_path.name, "sha256": sha256_file(onnx_path), "precision": source.get("precision")},
-        "variables": source["variables"],
-        "output_variables": source["output_variables"],
-        "grid": source["grid"],
-        "patch_size": source.get("patch_size"),
-        "num_patches": source.get("num_patches"),
-        "model_config": source.get("model_config"),
-        "seed": source.get("seed"),
-        "checkpoint": source.get("checkpoint"),
-        "inputs": source.get("inputs"),
-        "outputs": source.get("outputs"),
-        "build_seconds": round(seconds, 1),
-        "versions": {"climax_deploy": climax_deploy.__version__, "tensorrt": str(version)},
-        "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
+) -> EngineManifest:
+    """The engine's manifest: the export's model record as is, what runs the engine (TensorRT, GPU) and how it
+    was built. Its file name and sha256 are filled in by write_manifest."""
+    return EngineManifest(
+        precision=plan.precision,
+        batch=profile,
+        model=source.model,
+        source_onnx=FileRecord(source.file, source.sha256),
+        source_precision=source.precision,
+        tensorrt_version=str(version),
+        gpu=gpu,
+        attention=options.attention,
+        build_path=plan.path,
+        strongly_typed=plan.strongly_typed,
+        opt_level=options.opt_level,
+        hardware_compatibility=options.hardware_compat,
+        version_compatible=options.version_compatible,
+        exclude_lean_runtime=options.exclude_lean_runtime,
+        workspace_bytes=options.workspace_bytes,
+        timing_cache=str(options.timing_cache) if options.timing_cache else None,
+        build_seconds=round(seconds, 1),
+        versions={"climax_deploy": climax_deploy.__version__, "tensorrt": str(version)},
+        created_utc=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    )
 
 
-__all__ = ["build_engine", "engine_manifest", "prepare_onnx", "register_elevation_plugin", "save_rewritten_onnx"]
+@dataclass(frozen=True)
+class TrtexecPlan:
+    """The trtexec command equivalent to a build-engine run, for machines with only trtexec."""
+
+    version: TensorRTVersion  # the TensorRT planned for
+    plan: BuildPlan
+    onnx_path: Path  # the model trtexec reads: the export, or its attention-rewritten copy
+    command: list[str]
+    notes: tuple[str, ...]  # what trtexec cannot do that build-engine would
+
+
+def plan_trtexec(
+    onnx_path: str | os.PathLike[str],
+    engine_path: str | os.PathLike[str] | None = None,
+    options: EngineOptions | None = None,
+    target: TensorRTVersion | None = None,
+    save_onnx: str | os.PathLike[str] | None = None,
+) -> TrtexecPlan:
+    """The trtexec line for this build, with the same checks as build_engine; needs no TensorRT.
+
+    `target` is the TensorRT to plan for (default: the installed one, else ASSUMED_TENSORRT). For
+    --attention native or plugin (or with `save_onnx`) the rewritten model is written for trtexec to
+    read: `save_onnx`, else MODEL.<attention>.onnx beside the model.
+    """
+    options = options or EngineOptions()
+    onnx_path = Path(onnx_path)
+    engine_path = Path(engine_path) if engine_path is not None else default_engine_path(onnx_path)
+    check_paths(onnx_path, engine_path)
+    source, profile = read_source(onnx_path, options)
+    if target is None:
+        target = tensorrt_version() if tensorrt_available() else ASSUMED_TENSORRT
+    plan = plan_build(source.precision, options, target)
+    model_path = onnx_path
+    if options.attention != "inline" or save_onnx is not None:
+        default = onnx_path.with_name(f"{onnx_path.stem}.{options.attention}.onnx")
+        model_path = Path(save_onnx) if save_onnx is not None else default
+        save_rewritten_onnx(prepare_onnx(onnx_path, options.attention), model_path)
+    shapes = input_shapes(profile, len(source.model.variables), source.model.grid)
+    notes: tuple[str, ...] = ()
+    if options.attention == "plugin":
+        notes = (
+            "trtexec cannot register the Python ElevationAttention plugin; use build-engine for --attention plugin",
+        )
+    return TrtexecPlan(target, plan, model_path, trtexec_command(model_path, engine_path, options, plan, shapes), notes)
+
+
+__all__ = [
+    "TrtexecPlan",
+    "build_engine",
+    "default_engine_path",
+    "engine_manifest",
+    "plan_trtexec",
+    "prepare_onnx",
+    "register_elevation_plugin",
+    "save_rewritten_onnx",
+]

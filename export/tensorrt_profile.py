@@ -10,66 +10,47 @@ import re
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from climax_deploy.errors import BadInputError, EngineBuildError
+from climax_deploy.manifest import ATTENTION_MODES, HARDWARE_COMPAT_LEVELS, PRECISIONS, BatchSpec
 from climax_deploy.runtime.tensorrt_backend import TensorRTVersion
 from climax_deploy.schema import INPUT_NAME, LEAD_TIMES_NAME
 
-HARDWARE_COMPAT_LEVELS: tuple[str, ...] = ("none", "ampere+", "same-cc")
-PRECISION_CHOICES: tuple[str, ...] = ("auto", "fp32", "fp16")
+PRECISION_CHOICES: tuple[str, ...] = ("auto", *PRECISIONS)
 DEFAULT_OPT_LEVEL = 3
 MAX_OPT_LEVEL = 5
+DEFAULT_DYNAMIC_PROFILE = BatchSpec(1, 1, 4)  # the profile of a dynamic-batch export unless --batch says otherwise
+ASSUMED_TENSORRT = TensorRTVersion(10, 14)  # --print-trtexec without TensorRT installed: the first with IAttention
 _SIZE_UNITS = {"": 1, "b": 1, "k": 1 << 10, "kib": 1 << 10, "m": 1 << 20, "mib": 1 << 20,
                "g": 1 << 30, "gib": 1 << 30, "kb": 1000, "mb": 1000**2, "gb": 1000**3}  # fmt: skip
 
+Shapes = dict[str, tuple[tuple[int, ...], ...]]  # {input name: (min shape, opt shape, max shape)}
 
-@dataclass(frozen=True)
-class BatchProfile:
-    """One optimisation profile over the batch dimension: min <= opt <= max."""
 
-    min: int
-    opt: int
-    max: int
+def engine_profile(requested: BatchSpec | None, exported: BatchSpec) -> BatchSpec:
+    """The optimisation profile of an engine built from an export of batch `exported`.
 
-    def __post_init__(self) -> None:
-        if not 1 <= self.min <= self.opt <= self.max:
-            raise BadInputError(f"--batch needs 1 <= min <= opt <= max, got {self.min},{self.opt},{self.max}")
+    None asks for the default: the export's fixed batch, else DEFAULT_DYNAMIC_PROFILE. A profile needs a
+    maximum, and must lie within what the export takes.
+    """
+    if requested is None:
+        return exported if exported.size is not None else DEFAULT_DYNAMIC_PROFILE
+    if requested.max is None:
+        raise BadInputError(f"an engine's batch profile needs a maximum: give MIN,OPT,MAX or N, got {requested}")
+    requested.within(exported)
+    return requested
 
-    @classmethod
-    def parse(cls, text: str) -> BatchProfile:
-        """'1,2,4' -> (1, 2, 4); a single 'N' -> (N, N, N)."""
-        parts = [p.strip() for p in text.split(",")]
-        try:
-            values = [int(p) for p in parts]
-        except ValueError:
-            raise BadInputError(f"--batch expects MIN,OPT,MAX (e.g. 1,2,4) or N, got {text!r}") from None
-        if len(values) == 1:
-            values *= 3
-        if len(values) != 3:
-            raise BadInputError(f"--batch expects MIN,OPT,MAX (e.g. 1,2,4) or N, got {text!r}")
-        return cls(*values)
 
-    def input_shapes(self, num_variables: int, grid: tuple[int, int]) -> dict[str, tuple[tuple[int, ...], ...]]:
-        """{input name: (min shape, opt shape, max shape)} for the model's two inputs."""
-        h, w = grid
-        return {
-            INPUT_NAME: tuple((b, num_variables, h, w) for b in (self.min, self.opt, self.max)),
-            LEAD_TIMES_NAME: tuple((b,) for b in (self.min, self.opt, self.max)),
-        }
-
-    def check_against(self, exported_batch: Any) -> None:
-        """A fixed-batch export admits only that batch."""
-        if exported_batch in (None, "dynamic"):
-            return
-        fixed = int(exported_batch)
-        if (self.min, self.opt, self.max) != (fixed, fixed, fixed):
-            raise BadInputError(
-                f"the model was exported for batch {fixed}; use --batch {fixed} or re-export with --batch dynamic"
-            )
-
-    def as_dict(self) -> dict[str, int]:
-        return {"min": self.min, "opt": self.opt, "max": self.max}
+def input_shapes(profile: BatchSpec, num_variables: int, grid: tuple[int, int]) -> Shapes:
+    """{input name: (min shape, opt shape, max shape)} of the model's two inputs over the batch `profile`."""
+    if profile.max is None:
+        raise BadInputError(f"input shapes need a batch profile with a maximum, got {profile}")
+    h, w = grid
+    batches = (profile.min, profile.opt, profile.max)
+    return {
+        INPUT_NAME: tuple((b, num_variables, h, w) for b in batches),
+        LEAD_TIMES_NAME: tuple((b,) for b in batches),
+    }
 
 
 def parse_size(text: str) -> int:
@@ -88,7 +69,7 @@ def parse_size(text: str) -> int:
 class EngineOptions:
     """What `build-engine` was asked for."""
 
-    batch: BatchProfile = BatchProfile(1, 1, 1)
+    batch: BatchSpec | None = None  # the optimisation profile; None: see engine_profile
     workspace_bytes: int | None = None
     timing_cache: Path | None = None
     opt_level: int = DEFAULT_OPT_LEVEL
@@ -103,6 +84,8 @@ class EngineOptions:
             raise BadInputError(f"--opt-level must be 0..{MAX_OPT_LEVEL}, got {self.opt_level}")
         if self.hardware_compat not in HARDWARE_COMPAT_LEVELS:
             raise BadInputError(f"--hardware-compat must be one of {HARDWARE_COMPAT_LEVELS}, got {self.hardware_compat!r}")
+        if self.attention not in ATTENTION_MODES:
+            raise BadInputError(f"--attention must be one of {', '.join(ATTENTION_MODES)}, got {self.attention!r}")
         if self.precision not in PRECISION_CHOICES:
             raise BadInputError(f"--precision must be one of {PRECISION_CHOICES}, got {self.precision!r}")
         if self.exclude_lean_runtime and not self.version_compatible:
@@ -155,15 +138,9 @@ TRTEXEC_HARDWARE_COMPAT = {"none": "none", "ampere+": "ampere+", "same-cc": "sam
 
 
 def trtexec_command(
-    onnx_path: Path,
-    engine_path: Path,
-    options: EngineOptions,
-    plan: BuildPlan,
-    num_variables: int,
-    grid: tuple[int, int],
+    onnx_path: Path, engine_path: Path, options: EngineOptions, plan: BuildPlan, shapes: Shapes
 ) -> list[str]:
-    """The trtexec invocation equivalent to this build (for machines with only trtexec)."""
-    shapes = options.batch.input_shapes(num_variables, grid)
+    """The trtexec invocation equivalent to this build (for machines with only trtexec); `shapes` from input_shapes."""
 
     def shape_arg(index: int) -> str:
         return ",".join(f"{name}:{'x'.join(str(d) for d in s[index])}" for name, s in shapes.items())
@@ -199,11 +176,14 @@ def format_command(cmd: list[str]) -> str:
 
 
 __all__ = [
-    "BatchProfile",
+    "ASSUMED_TENSORRT",
     "BuildPlan",
+    "DEFAULT_DYNAMIC_PROFILE",
     "EngineOptions",
-    "HARDWARE_COMPAT_LEVELS",
+    "Shapes",
+    "engine_profile",
     "format_command",
+    "input_shapes",
     "parse_size",
     "plan_build",
     "trtexec_command",

@@ -47,13 +47,8 @@ def build_parser() -> ArgParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from climax_deploy.errors import BadInputError
     from climax_deploy.export.triton_repo import TritonRepoOptions, write_triton_repo
 
-    if args.onnx is None and args.engine is None:
-        raise BadInputError("give --onnx MODEL.onnx, --engine MODEL.engine, or both")
-    if args.max_batch < 1 or args.instances < 1:
-        raise BadInputError(f"--max-batch and --instances must be >= 1, got {args.max_batch} and {args.instances}")
     options = TritonRepoOptions(
         name=args.name, max_batch=args.max_batch, preferred_batch_sizes=args.preferred_batch_sizes,
         max_queue_delay_us=args.max_queue_delay_us, instances=args.instances, onnx_instance_kind=args.onnx_device,

@@ -19,15 +19,21 @@ import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from climax_deploy.artifacts import manifest_path, read_manifest, write_bytes_atomic
-from climax_deploy.errors import BadInputError, ModelFileError
+from climax_deploy.artifacts import write_bytes_atomic
+from climax_deploy.errors import BadInputError
+from climax_deploy.manifest import (
+    ENGINE_KIND,
+    ONNX_KIND,
+    Manifest,
+    manifest_path,
+    read_engine_manifest,
+    read_onnx_manifest,
+)
 from climax_deploy.schema import INPUT_NAME, LEAD_TIMES_NAME, OUTPUT_NAME
 
-ONNX_KIND = "onnx"
-ENGINE_KIND = "tensorrt-engine"
 INSTANCE_KINDS = ("cpu", "gpu")
+BACKENDS = {ONNX_KIND: "onnxruntime", ENGINE_KIND: "tensorrt"}  # Triton backend of each artifact kind
 
 
 @dataclass(frozen=True)
@@ -43,6 +49,14 @@ class TritonRepoOptions:
     onnx_threads: int | None = None  # ONNX Runtime intra-op threads per instance
     version: int = 1
 
+    def __post_init__(self) -> None:
+        if self.max_batch < 1 or self.instances < 1:
+            raise BadInputError(f"max batch and instances must be >= 1, got {self.max_batch} and {self.instances}")
+        if self.onnx_instance_kind not in INSTANCE_KINDS:
+            raise BadInputError(f"instance kind must be one of {INSTANCE_KINDS}, got {self.onnx_instance_kind!r}")
+        if self.max_queue_delay_us < 0:
+            raise BadInputError(f"max queue delay must be >= 0 microseconds, got {self.max_queue_delay_us}")
+
 
 def preferred_sizes(max_batch: int, given: Sequence[int] | None) -> list[int]:
     if given:
@@ -57,27 +71,25 @@ def _dims(values: Sequence[int]) -> str:
     return "[ " + ", ".join(str(int(v)) for v in values) + " ]"
 
 
-def model_config(manifest: dict[str, Any], name: str, backend: str, kind: str, options: TritonRepoOptions,
-                 filename: str, max_batch_limit: int | None = None) -> str:  # fmt: skip
-    """The config.pbtxt text (protobuf text format of Triton's ModelConfig)."""
-    try:
-        n_vars, n_out = len(manifest["variables"]), len(manifest["output_variables"])
-        h, w = (int(v) for v in manifest["grid"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ModelFileError(f"manifest lacks variables/output_variables/grid ({exc!r})") from exc
-    fixed = manifest.get("batch", "dynamic")
+def model_config(manifest: Manifest, name: str, instance_kind: str, options: TritonRepoOptions, filename: str) -> str:
+    """The config.pbtxt text (protobuf text format of Triton's ModelConfig) of one artifact.
+
+    `instance_kind` is "cpu" or "gpu". A dynamic batch is capped by the artifact's maximum
+    (an engine's profile); a fixed-batch artifact is not batched by Triton.
+    """
+    backend = BACKENDS[manifest.kind]
+    n_vars, n_out = len(manifest.model.variables), len(manifest.model.output_variables)
+    h, w = manifest.model.grid
+    fixed = manifest.batch.size
+    max_batch = options.max_batch if manifest.batch.max is None else min(options.max_batch, manifest.batch.max)
     lines = [f'name: "{name}"', f'backend: "{backend}"', f'default_model_filename: "{filename}"']
-    if fixed == "dynamic":
-        max_batch = options.max_batch if max_batch_limit is None else min(options.max_batch, max_batch_limit)
-        if max_batch < 1:
-            raise BadInputError(f"max batch must be >= 1, got {max_batch}")
+    if fixed is None:
         lines.append(f"max_batch_size: {max_batch}")
         x_dims, lead_dims, y_dims = [n_vars, h, w], [1], [n_out, h, w]
         lead_reshape = "\n    reshape: { shape: [ ] }"  # the client's [B, 1] is the model's [B]
     else:  # a fixed-batch artifact: Triton passes whole tensors, no batching
-        b = int(fixed)
         lines.append("max_batch_size: 0")
-        x_dims, lead_dims, y_dims = [b, n_vars, h, w], [b], [b, n_out, h, w]
+        x_dims, lead_dims, y_dims = [fixed, n_vars, h, w], [fixed], [fixed, n_out, h, w]
         lead_reshape = ""
     lines += [
         "input [",
@@ -87,15 +99,15 @@ def model_config(manifest: dict[str, Any], name: str, backend: str, kind: str, o
         "output [",
         f'  {{\n    name: "{OUTPUT_NAME}"\n    data_type: TYPE_FP32\n    dims: {_dims(y_dims)}\n  }}',
         "]",
-        f"instance_group [\n  {{\n    count: {options.instances}\n    kind: KIND_{kind.upper()}\n  }}\n]",
+        f"instance_group [\n  {{\n    count: {options.instances}\n    kind: KIND_{instance_kind.upper()}\n  }}\n]",
     ]
-    if fixed == "dynamic":
+    if fixed is None:
         sizes = preferred_sizes(max_batch, options.preferred_batch_sizes)
         lines.append(
             f"dynamic_batching {{\n  preferred_batch_size: {_dims(sizes)}\n"
             f"  max_queue_delay_microseconds: {options.max_queue_delay_us}\n}}"
         )
-    if backend == "onnxruntime" and options.onnx_threads:
+    if manifest.kind == ONNX_KIND and options.onnx_threads:
         lines.append('parameters { key: "intra_op_thread_count" value: { string_value: "%d" } }' % options.onnx_threads)
     return "\n".join(lines) + "\n"
 
@@ -106,39 +118,31 @@ def _copy(src: Path, dst: Path) -> None:
 
 
 def _add_onnx(repo: Path, onnx_path: Path, options: TritonRepoOptions) -> Path:
-    manifest = read_manifest(onnx_path)
-    if manifest.get("kind") != ONNX_KIND:
-        raise ModelFileError(f"{onnx_path}: manifest kind {manifest.get('kind')!r}, expected {ONNX_KIND!r}")
-    if options.onnx_instance_kind not in INSTANCE_KINDS:
-        raise BadInputError(f"instance kind must be one of {INSTANCE_KINDS}, got {options.onnx_instance_kind!r}")
+    manifest = read_onnx_manifest(onnx_path)
     name = f"{options.name}_onnx"
     version_dir = repo / name / str(options.version)
     _copy(onnx_path, version_dir / "model.onnx")
     # External weights keep their file name: the graph refers to them by it, relative to the model.
-    for data_name in manifest.get("external_data", {}):
+    for data_name in manifest.external_data:
         _copy(onnx_path.parent / data_name, version_dir / data_name)
     _copy(manifest_path(onnx_path), version_dir / "model.onnx.manifest.json")
-    config = model_config(manifest, name, "onnxruntime", options.onnx_instance_kind, options, "model.onnx")
+    config = model_config(manifest, name, options.onnx_instance_kind, options, "model.onnx")
     write_bytes_atomic(repo / name / "config.pbtxt", config.encode())
     return repo / name / "config.pbtxt"
 
 
 def _add_engine(repo: Path, engine_path: Path, options: TritonRepoOptions) -> Path:
-    manifest = read_manifest(engine_path)
-    if manifest.get("kind") != ENGINE_KIND:
-        raise ModelFileError(f"{engine_path}: manifest kind {manifest.get('kind')!r}, expected {ENGINE_KIND!r}")
+    manifest = read_engine_manifest(engine_path)
     name = f"{options.name}_trt"
     version_dir = repo / name / str(options.version)
     _copy(engine_path, version_dir / "model.plan")
     _copy(manifest_path(engine_path), version_dir / "model.plan.manifest.json")
-    limit = manifest.get("max_batch")
-    config = model_config(manifest, name, "tensorrt", "gpu", options, "model.plan",
-                          int(limit) if limit is not None else None)  # fmt: skip
+    config = model_config(manifest, name, "gpu", options, "model.plan")
     write_bytes_atomic(repo / name / "config.pbtxt", config.encode())
     return repo / name / "config.pbtxt"
 
 
-def repo_readme(models: dict[str, dict[str, Any]]) -> str:
+def repo_readme(models: dict[str, dict[str, str]]) -> str:
     lines = [
         "# Triton model repository (written by climax-deploy `export-triton-repo`)",
         "",
@@ -179,7 +183,7 @@ def write_triton_repo(
     """Write the repository; return {model name: its config.pbtxt}. Existing model folders are replaced."""
     options = options or TritonRepoOptions()
     if onnx is None and engine is None:
-        raise BadInputError("nothing to export: give an ONNX model, an engine, or both")
+        raise BadInputError("nothing to export: give --onnx MODEL.onnx, --engine MODEL.engine, or both")
     repo = Path(output)
     if repo.exists() and not repo.is_dir():
         raise BadInputError(f"{repo} exists and is not a directory")
@@ -187,7 +191,7 @@ def write_triton_repo(
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     configs: dict[str, Path] = {}
-    models: dict[str, dict[str, Any]] = {}
+    models: dict[str, dict[str, str]] = {}
     try:
         if onnx is not None:
             cfg = _add_onnx(staging, Path(onnx), options)

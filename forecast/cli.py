@@ -15,6 +15,7 @@ from climax_deploy.cli import EXIT_OK, ArgParser, run_cli
 
 
 def parse_lead_times(text: str) -> list[float]:
+    """'12,24,48' -> [12.0, 24.0, 48.0]."""
     try:
         leads = [float(v) for v in text.split(",") if v.strip()]
     except ValueError:
@@ -57,22 +58,13 @@ def build_parser() -> ArgParser:
     return p
 
 
-def _select_time(ds: Any, index: int | None, source: str) -> Any:
-    from climax_deploy.errors import BadInputError
-
-    if index is None or "time" not in ds.sizes:
-        return ds
-    if not -ds.sizes["time"] <= index < ds.sizes["time"]:
-        raise BadInputError(f"--time-index {index} is out of range: {source} has {ds.sizes['time']} times")
-    return ds.isel(time=index)
-
-
 def summary_table(forecast: Any) -> list[str]:
+    """One line per pollutant: units, min, mean and max over the forecast (NaN outside a mask ignored)."""
     rows = [f"{'pollutant':<10} {'units':<10} {'min':>10} {'mean':>10} {'max':>10}"]
     for name, da in forecast.data_vars.items():
         values = np.asarray(da.values, dtype=np.float64)
         if np.isfinite(values).any():
-            lo, mean, hi = np.nanmin(values), np.nanmean(values), np.nanmax(values)
+            lo, mean, hi = float(np.nanmin(values)), float(np.nanmean(values)), float(np.nanmax(values))
         else:
             lo = mean = hi = float("nan")
         rows.append(f"{name:<10} {da.attrs.get('units', ''):<10} {lo:>10.3g} {mean:>10.3g} {hi:>10.3g}")
@@ -82,7 +74,7 @@ def summary_table(forecast: Any) -> list[str]:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from climax_deploy.errors import BadInputError
-    from climax_deploy.forecast import PhysicalForecaster, file_format, open_dataset, write_dataset
+    from climax_deploy.forecast import PhysicalForecaster, file_format, open_dataset, select_time, write_dataset
 
     file_format(args.output)  # fail fast on a bad output name
     if not args.model.is_file():
@@ -92,7 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.quiet
         else (lambda msg: print(f"[climax-forecast] {msg}", file=sys.stderr, flush=True))
     )
-    analysis = _select_time(open_dataset(args.analysis), args.time_index, str(args.analysis))
+    analysis = select_time(open_dataset(args.analysis), args.time_index, str(args.analysis))
     static = open_dataset(args.static) if args.static is not None else None
     load_options: dict[str, Any] = {}
     if args.model.suffix.lower() == ".onnx":

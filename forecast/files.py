@@ -1,6 +1,6 @@
 """Reading analysis files and writing forecast files (NetCDF or zarr), atomically.
 
-xarray, netCDF4 and zarr are the optional `io` extra, imported on first use with an install hint.
+xarray, netCDF4 and zarr are the optional `io` extra (climax_deploy.optional), imported on first use.
 """
 
 from __future__ import annotations
@@ -9,25 +9,17 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from climax_deploy.artifacts import atomic_path
-from climax_deploy.errors import BadInputError, MissingBackendError
+from climax_deploy.errors import BadInputError
+from climax_deploy.optional import NETCDF4, XARRAY, ZARR
 
 if TYPE_CHECKING:
     import xarray as xr
 
-IO_HINT = "pip install 'climax-deploy[io]' (xarray, netCDF4, zarr)"
 NETCDF_SUFFIXES = (".nc", ".nc4", ".netcdf")
 ZARR_SUFFIX = ".zarr"
-
-
-def import_xarray() -> Any:
-    try:
-        import xarray
-    except ImportError as exc:
-        raise MissingBackendError(f"xarray is not installed: {IO_HINT}") from exc
-    return xarray
 
 
 def file_format(path: str | os.PathLike[str]) -> str:
@@ -42,17 +34,17 @@ def file_format(path: str | os.PathLike[str]) -> str:
 
 def open_dataset(path: str | os.PathLike[str]) -> xr.Dataset:
     """Open a NetCDF file or zarr store and load it into memory (files are closed on return)."""
-    xr = import_xarray()
+    xr = XARRAY.load()
     path = Path(path)
     fmt = file_format(path)
     if not path.exists():
         raise BadInputError(f"{path} does not exist")
     try:
         if fmt == "zarr":
-            _require("zarr")
+            ZARR.load()
             with xr.open_zarr(path, consolidated=False) as ds:
                 return ds.load()
-        _require("netCDF4")
+        NETCDF4.load()
         with xr.open_dataset(path, engine="netcdf4") as ds:
             return ds.load()
     except (OSError, ValueError, KeyError) as exc:
@@ -65,13 +57,13 @@ def write_dataset(ds: xr.Dataset, path: str | os.PathLike[str]) -> Path:
     fmt = file_format(path)
     encoding = {name: {"dtype": "float32", "_FillValue": float("nan")} for name in ds.data_vars}
     if fmt == "netcdf":
-        _require("netCDF4")
+        NETCDF4.load()
         for enc in encoding.values():
             enc.update(zlib=True, complevel=4)
         with atomic_path(path) as tmp:
             ds.to_netcdf(tmp, engine="netcdf4", encoding=encoding)
         return path
-    _require("zarr")
+    ZARR.load()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp_dir = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
@@ -94,9 +86,3 @@ def _replace_dir(new: Path, final: Path) -> None:
     else:
         os.replace(new, final)
 
-
-def _require(module: str) -> None:
-    try:
-        __import__(module)
-    except ImportError as exc:
-        raise MissingBackendError(f"{module} is not installed: {IO_HINT}") from exc

@@ -12,7 +12,6 @@ extra); torch is never imported.
 
 from __future__ import annotations
 
-import logging
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -25,15 +24,14 @@ import numpy as np
 
 import climax_deploy
 from climax_deploy.errors import BadInputError
-from climax_deploy.runner import Runner
-from climax_deploy.forecast.files import import_xarray
 from climax_deploy.forecast.grid import REGRID_METHODS, Grid, check_coordinate, horizontal_dims, regrid_bilinear
+from climax_deploy.optional import XARRAY
+from climax_deploy.runner import Runner
+from climax_deploy.runtime import load
 from climax_deploy.standardisation import Standardisation
 
 if TYPE_CHECKING:
     import xarray as xr
-
-log = logging.getLogger(__name__)
 
 DEFAULT_DYNAMIC_BATCH = 4  # lead times per call when the model's batch is dynamic
 DEFAULT_UNITS = "ug m-3"  # CAQRA's mass concentrations; an analysis variable's own `units` wins
@@ -77,29 +75,29 @@ class PhysicalForecaster:
         batch_size: int | None = None,
         **load_options: Any,
     ) -> None:
+        """model: a loaded Runner (kept open until `close`), or an artifact path loaded with
+        `climax_deploy.runtime.load(model, **load_options)`.
+
+        standardisation: default the artifact's manifest stats (the author's constants for a runner
+        without a manifest). batch_size: lead times per model call, capped at the artifact's limit;
+        default that limit, or DEFAULT_DYNAMIC_BATCH for a dynamic batch.
+        """
         if isinstance(model, Runner):
-            self.model = model
+            if load_options:
+                raise BadInputError(f"load options {sorted(load_options)} apply to a model path, not a loaded runner")
+            self.runner = model
         else:
-            from climax_deploy.runtime import load
-
-            self.model = load(model, **load_options)
-        self.spec = self.model.spec
-        self.standardisation = standardisation or Standardisation.from_manifest(
-            self.spec.manifest, f"the manifest of {self.spec.manifest.get('file', 'the model')}"
-        )
-        self.batch_size = self._batch_size(batch_size)
-
-    # -- batching ---------------------------------------------------------------------------------
-
-    def _batch_size(self, requested: int | None) -> int:
-        limit = self.spec.batch or self.spec.max_batch
-        if requested is not None and requested < 1:
-            raise BadInputError(f"batch size must be a positive integer, got {requested}")
-        if self.spec.batch is not None:  # a fixed-batch model takes exactly that batch (padded)
-            return self.spec.batch
-        if limit is not None:
-            return min(requested or limit, limit)
-        return requested or DEFAULT_DYNAMIC_BATCH
+            self.runner = load(model, **load_options)
+        self.spec = self.runner.spec
+        self.manifest = self.runner.manifest
+        if standardisation is not None:
+            self.standardisation = standardisation
+        elif self.manifest is not None:
+            self.standardisation = self.manifest.model.standardisation
+        else:
+            self.standardisation = Standardisation.defaults(self.spec.variables)
+        limit = self.runner.batch_limit(batch_size)
+        self.batch_size = limit if limit is not None else DEFAULT_DYNAMIC_BATCH
 
     # -- input --------------------------------------------------------------------------------------
 
@@ -208,19 +206,18 @@ class PhysicalForecaster:
     ) -> np.ndarray:
         """Run the model for every lead time, batched; return physical [L, O, H, W] float32."""
         leads = _check_lead_times(lead_times)
-        outputs = []
-        for start in range(0, len(leads), self.batch_size):
-            chunk = leads[start : start + self.batch_size]
-            batch = len(chunk)
-            pad = self.batch_size - batch if self.spec.batch is not None else 0
-            x = np.repeat(prepared.x[None], batch + pad, axis=0)  # [B, V, H, W]
-            lt = np.asarray(chunk + [chunk[-1]] * pad, dtype=np.float32)
-            began = time.perf_counter()
-            y = self.model.predict(x, lt)[:batch]  # [B, O, H, W] standardised
+        x = np.broadcast_to(prepared.x, (len(leads), *prepared.x.shape))  # one analysis, every lead time
+        lead = np.asarray(leads, dtype=np.float32)
+        began, reported = time.perf_counter(), 0
+
+        def progress(done: int, total: int) -> None:
+            nonlocal began, reported
+            now = time.perf_counter()
             if on_batch is not None:
-                on_batch(chunk, time.perf_counter() - began)
-            outputs.append(y)
-        y_std = np.concatenate(outputs)
+                on_batch(leads[reported:done], now - began)
+            began, reported = now, done
+
+        y_std = self.runner.predict_batched(x, lead, max_batch=self.batch_size, on_batch=progress)  # [L, O, H, W]
         y_phys = self.standardisation.invert(y_std, self.spec.output_variables, axis=1)
         if prepared.mask is not None:
             y_phys[:, :, ~prepared.mask] = np.nan
@@ -244,8 +241,9 @@ class PhysicalForecaster:
     def to_dataset(
         self, y: np.ndarray, prepared: PreparedInput, lead_times: list[float], regrid: str | None = None
     ) -> xr.Dataset:
-        xr = import_xarray()
-        manifest = self.spec.manifest
+        """Physical outputs [L, O, H, W] -> a CF dataset (lead_time, lat, lon) naming the model it came from."""
+        xr = XARRAY.load()
+        manifest = self.manifest
         coords: dict[str, Any] = {
             "lead_time": ("lead_time", np.asarray(lead_times, dtype=np.float64),
                           {"units": "hours", "standard_name": "forecast_period", "long_name": "lead time"}),
@@ -276,11 +274,11 @@ class PhysicalForecaster:
         attrs = {
             "Conventions": "CF-1.8",
             "title": "Physics-guided ClimaX air-quality forecast",
-            "source": f"climax-deploy {climax_deploy.__version__} ({self.model.backend}, {self.spec.precision})",
+            "source": f"climax-deploy {climax_deploy.__version__} ({self.runner.backend}, {self.spec.precision})",
             "climax_deploy_version": climax_deploy.__version__,
-            "model_file": str(manifest.get("file", "")),
-            "model_sha256": str(manifest.get("sha256", "")),
-            "model_preset": str(manifest.get("preset") or ""),
+            "model_file": manifest.file if manifest is not None else "",
+            "model_sha256": manifest.sha256 if manifest is not None else "",
+            "model_preset": (manifest.model.preset or "") if manifest is not None else "",
             "standardisation": self.standardisation.source,
             "regrid": f"{regrid} (from the analysis grid)"
             if prepared.regridded
@@ -295,7 +293,8 @@ class PhysicalForecaster:
     # -- lifetime -----------------------------------------------------------------------------------
 
     def close(self) -> None:
-        self.model.close()
+        """Close the runner (also one passed in: the forecaster owns it from construction)."""
+        self.runner.close()
 
     def __enter__(self) -> PhysicalForecaster:
         return self
@@ -321,6 +320,15 @@ def _grid_of(obj: Any, lat_dim: str, lon_dim: str, source: str) -> Grid:
     return Grid(
         check_coordinate(obj[lat_dim].values, lat_dim, source), check_coordinate(obj[lon_dim].values, lon_dim, source)
     )
+
+
+def select_time(ds: xr.Dataset, index: int | None, source: str = "analysis") -> xr.Dataset:
+    """The analysis time `index` (negative counts from the end) of a dataset with a `time` dim; else `ds`."""
+    if index is None or "time" not in ds.sizes:
+        return ds
+    if not -ds.sizes["time"] <= index < ds.sizes["time"]:
+        raise BadInputError(f"time index {index} is out of range: {source} has {ds.sizes['time']} times")
+    return ds.isel(time=index)
 
 
 def _one_time(ds: xr.Dataset, source: str) -> xr.Dataset:

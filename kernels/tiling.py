@@ -18,7 +18,6 @@ DTYPES: tuple[str, ...] = ("fp16", "bf16", "fp32")
 # Per-token exponents are clamped to +-this (base 2) so nothing overflows: exact for |beta| <= 174
 # on elevations normalised to [0, 1] (|beta * (e - 0.5) * log2 e| <= 126).
 EXPONENT_CLAMP = 126.0
-MAX_EXACT_BETA = 2.0 * EXPONENT_CLAMP / 1.4426950408889634
 
 
 def _is_pow2(n: int) -> bool:

@@ -7,7 +7,7 @@ is formed in registers from the per-token elevations; no N x N tensor exists. Fa
     sigmoid(-beta (e_j - e_i)) = 1 / (1 + 2^(u_j) * 2^(-u_i)),   u = beta * (e - 0.5) * log2(e)
 it costs one multiply-add and one reciprocal per score (the 2^u are per token). Multiplying the
 exponentiated scores by the mask and renormalising is softmax(s + log mask): the exact bias form of
-the seed's attention, without its +1e-8 (shared/NOTES.md).
+the seed's attention, without its +1e-8 (docs/model.md).
 
 Argument order is (inputs..., integer scalars..., output) so the same kernel compiles ahead of time
 for TensorRT's plugin ABI (see trt_plugin.py).

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from climax_deploy.errors import BadInputError, MissingBackendError
-from climax_deploy.kernels.tiling import LaunchConfig, launch_config, split_head_dim
+from climax_deploy.kernels.tiling import LaunchConfig, launch_config
 from climax_deploy.schema import CUSTOM_DOMAIN, CUSTOM_OP, CUSTOM_OP_VERSION
 
 if TYPE_CHECKING:
@@ -54,8 +54,6 @@ AUTOTUNE_TYPES = (
 )
 
 
-
-
 def trt_type_name(dtype: trt.DataType) -> str:
     """TensorRT data type -> Triton's name ("fp16", "bf16", "fp32"); BadInputError otherwise."""
     import tensorrt as trt
@@ -76,19 +74,6 @@ def check_types(qkv: Sequence[str], elevation: str, beta: str, out: str) -> None
             raise BadInputError(f"{PLUGIN_ID}: {name} must be fp32 or q's type {qkv[0]}, got {t}")
     if out != qkv[0]:
         raise BadInputError(f"{PLUGIN_ID}: output type must be q's type {qkv[0]}, got {out}")
-
-
-def check_shapes(q: Sequence[int | None], elevation: Sequence[int | None], beta_rank: int) -> None:
-    """Shape rule: q/k/v [B, H, N, D] with a build-time D (None marks a dynamic dim); e [B, N]; beta 0-d or [1]."""
-    if len(q) != 4:
-        raise BadInputError(f"{PLUGIN_ID}: q must be rank 4 [B, H, N, D], got rank {len(q)}")
-    if q[3] is None:
-        raise BadInputError(f"{PLUGIN_ID}: the head dim must be known when the engine is built, got a dynamic one")
-    split_head_dim(q[3])  # raises for unsupported head dims
-    if len(elevation) != 2:
-        raise BadInputError(f"{PLUGIN_ID}: elevation must be rank 2 [B, N], got rank {len(elevation)}")
-    if beta_rank > 1:
-        raise BadInputError(f"{PLUGIN_ID}: beta must be a scalar (rank 0 or [1]), got rank {beta_rank}")
 
 
 def kernel_signature(qkv: str, elevation: str, beta: str, cfg: LaunchConfig) -> tuple[dict[str, str], dict[str, Any]]:

@@ -5,7 +5,7 @@ implementation that walks over query blocks, so extra memory is O(block x N), ne
 implementation lets torch.export and the ONNX exporter trace through the op, and a recomputing
 backward makes it differentiable. Registered when `climax_deploy.model` is imported.
 
-Semantics (shared/NOTES.md): softmax(q k^T / sqrt(D) + max(-softplus(beta (e_j - e_i)), ln 1e-6)) v,
+Semantics (docs/model.md): softmax(q k^T / sqrt(D) + max(-softplus(beta (e_j - e_i)), ln 1e-6)) v,
 the exact bias form of the seed's mask-and-renormalise attention.
 """
 

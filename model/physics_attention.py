@@ -1,6 +1,6 @@
 """Patch-level physics-guided attention: the seed's literal form beside an exact fused form.
 
-Semantics (shared/NOTES.md): for per-patch elevations e normalised to [0, 1] per sample,
+Semantics (docs/model.md): for per-patch elevations e normalised to [0, 1] per sample,
     mask[b, i, j] = clamp(sigmoid(-beta * (e[b, j] - e[b, i])), 1e-6, 1)      (i query, j key)
     out = renorm(softmax(q k^T / sqrt(d)) * mask) @ v,   renorm(a) = a / (a.sum(-1) + 1e-8)
 Since softmax(S) * M renormalised == softmax(S + log M) and log sigmoid(-x) == -softplus(x), the same

@@ -12,21 +12,22 @@ torch and without TensorRT. Code valid only on TensorRT 11 sits behind `TensorRT
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import importlib
 import logging
 import os
 import re
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Callable
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from climax_deploy.errors import BadInputError, EngineBuildError, MissingBackendError, ModelFileError
-from climax_deploy.manifest import EngineManifest, read_engine_manifest
+from climax_deploy.manifest import EngineManifest, GpuRecord, read_engine_manifest
 from climax_deploy.optional import POLYGRAPHY, TENSORRT, TENSORRT_LEAN
 from climax_deploy.runner import ModelSpec, Runner
 from climax_deploy.schema import INPUT_NAME, LEAD_TIMES_NAME, OUTPUT_NAME
@@ -108,18 +109,6 @@ _CU_COMPUTE_MINOR = 76
 _CU_TOTAL_MEMORY_NAME = "cuDeviceTotalMem_v2"
 
 
-@dataclass(frozen=True)
-class GpuInfo:
-    name: str
-    compute_capability: str  # "8.9"
-    total_memory_bytes: int
-    index: int = 0
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "compute_capability": self.compute_capability,
-                "total_memory_bytes": self.total_memory_bytes, "index": self.index}  # fmt: skip
-
-
 def _load_libcuda() -> ctypes.CDLL:
     for name in ("libcuda.so.1", "libcuda.so", "nvcuda.dll"):
         try:
@@ -129,7 +118,7 @@ def _load_libcuda() -> ctypes.CDLL:
     raise MissingBackendError("no NVIDIA driver found (libcuda); TensorRT needs a CUDA GPU and its driver")
 
 
-def gpu_info(index: int = 0) -> GpuInfo:
+def gpu_info(index: int = 0) -> GpuRecord:
     """Name, compute capability and memory of CUDA device `index`."""
     cuda = _load_libcuda()
 
@@ -147,13 +136,13 @@ def gpu_info(index: int = 0) -> GpuInfo:
     check(cuda.cuDeviceGetAttribute(ctypes.byref(minor), _CU_COMPUTE_MINOR, device), "cuDeviceGetAttribute")
     total = ctypes.c_size_t()
     check(getattr(cuda, _CU_TOTAL_MEMORY_NAME)(ctypes.byref(total), device), _CU_TOTAL_MEMORY_NAME)
-    return GpuInfo(name.value.decode(errors="replace"), f"{major.value}.{minor.value}", int(total.value), index)
+    return GpuRecord(name.value.decode(errors="replace"), f"{major.value}.{minor.value}", int(total.value), index)
 
 
 # -- engine manifest checks (pure: tested without TensorRT) ----------------------------------------
 
 
-def check_engine_compatibility(manifest: EngineManifest, installed: TensorRTVersion, gpu: GpuInfo | None) -> None:
+def check_engine_compatibility(manifest: EngineManifest, installed: TensorRTVersion, gpu: GpuRecord | None) -> None:
     """Refuse an engine the installed TensorRT or this GPU cannot run; the message says what to do."""
     built = TensorRTVersion.parse(manifest.tensorrt_version)
     rebuild = "rebuild it here with build-engine"
@@ -217,7 +206,7 @@ class TensorRTOptions:
     # Registers the ElevationAttention plugin before a plugin engine is deserialised, e.g.
     # climax_deploy.kernels.trt_plugin.register_elevation_attention_plugin; None relies on the
     # kernel the engine embeds.
-    register_plugins: Callable[[], None] | None = None
+    register_plugins: Callable[[], object] | None = None
 
 
 class _ThreadState:
@@ -339,7 +328,7 @@ class TensorRTRunner(Runner):
             "model": str(self.path),
             "tensorrt": self.tensorrt,
             "runtime": self.runtime_module,
-            "gpu": self.gpu.as_dict(),
+            "gpu": dataclasses.asdict(self.gpu),
             "attention": self.manifest.attention,
             "build_path": self.manifest.build_path,
         }
@@ -353,7 +342,6 @@ class TensorRTRunner(Runner):
 
 
 __all__ = [
-    "GpuInfo",
     "TensorRTOptions",
     "TensorRTRunner",
     "TensorRTVersion",

@@ -18,6 +18,7 @@ parity, 1 otherwise, 2 when TensorRT or the GPU is missing.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
 import json
 import statistics
@@ -26,9 +27,12 @@ import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from climax_deploy.manifest import OnnxManifest
 
 MODES = ("inline", "native", "plugin")
 
@@ -63,11 +67,12 @@ def preflight() -> dict[str, Any]:
     except MissingBackendError as exc:
         print(f"gpu_check: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
-    return {"tensorrt": str(version), "gpu": gpu.as_dict(), "torch": torch.__version__,
+    return {"tensorrt": str(version), "gpu": dataclasses.asdict(gpu), "torch": torch.__version__,
             "cuda": torch.version.cuda}  # fmt: skip
 
 
 def gpu_used_bytes() -> int:
+    """Device memory in use on the current GPU, by every process."""
     import torch
 
     free, total = torch.cuda.mem_get_info()
@@ -75,6 +80,7 @@ def gpu_used_bytes() -> int:
 
 
 def time_calls(fn: Callable[[], Any], runs: int, warmup: int, sync: Callable[[], None]) -> dict[str, float]:
+    """Median, min and max milliseconds of `runs` calls after `warmup` untimed ones."""
     for _ in range(warmup):
         fn()
     sync()
@@ -87,17 +93,18 @@ def time_calls(fn: Callable[[], Any], runs: int, warmup: int, sync: Callable[[],
     return {"median_ms": statistics.median(times), "min_ms": min(times), "max_ms": max(times), "runs": runs}
 
 
-def sample_batch(preset: str, batch: int) -> tuple[np.ndarray, np.ndarray]:
-    from climax_deploy.model import resolve_config
+def sample_batch(manifest: OnnxManifest, batch: int) -> tuple[np.ndarray, np.ndarray]:
+    """`batch` copies of the seeded mountain sample, standardised with the export's statistics."""
     from climax_deploy.synthetic import synthetic_sample
     from climax_deploy.validate.terrain import make_terrain
 
-    cfg = resolve_config(preset)
-    x = synthetic_sample(cfg.variables, make_terrain("mountain", cfg.img_size), seed=0)[None]
+    record = manifest.model
+    x = synthetic_sample(record.variables, make_terrain("mountain", record.grid), 0, record.standardisation)[None]
     return np.repeat(x, batch, axis=0), np.full(batch, 24.0, np.float32)
 
 
 def torch_eager(preset: str, dtype_name: str, x: np.ndarray, lead: np.ndarray, args: argparse.Namespace) -> dict[str, Any]:
+    """PyTorch eager on the GPU (fused attention) in `dtype_name`: latency and peak memory."""
     import torch
 
     from climax_deploy.model import build_model
@@ -122,29 +129,30 @@ def torch_eager(preset: str, dtype_name: str, x: np.ndarray, lead: np.ndarray, a
 
 
 def engine_row(preset: str, mode: str, onnx_path: Path, x: np.ndarray, lead: np.ndarray, args: argparse.Namespace) -> dict[str, Any]:
+    """Build one attention mode's engine, check its parity, time it; an error is reported in the row."""
     import torch
 
     from climax_deploy.export.tensorrt_build import build_engine
-    from climax_deploy.export.tensorrt_profile import BatchProfile, EngineOptions, parse_size
-    from climax_deploy.runtime import load
-    from climax_deploy.validate.parity import run_parity
+    from climax_deploy.export.tensorrt_profile import EngineOptions, parse_size
+    from climax_deploy.manifest import BatchSpec
+    from climax_deploy.validate.parity import load_artifact, run_parity
 
     engine = onnx_path.with_name(f"{onnx_path.stem}.{mode}.engine")
     row: dict[str, Any] = {"backend": f"tensorrt fp16 ({mode})", "engine": str(engine)}
     try:
-        options = EngineOptions(batch=BatchProfile(1, args.batch, max(args.batch, 2)), attention=mode,
+        options = EngineOptions(batch=BatchSpec(1, args.batch, max(args.batch, 2)), attention=mode,
                                 workspace_bytes=parse_size(args.workspace),
                                 timing_cache=args.out / "timing.cache")  # fmt: skip
         manifest = build_engine(onnx_path, engine, options)
-        row.update(build_seconds=manifest["build_seconds"], build_path=manifest["build_path"])
+        row.update(build_seconds=manifest.build_seconds, build_path=manifest.build_path)
         report = run_parity(engine, ("mountain", "flat"))
         row["parity_passed"] = report.passed
         row["worst_rel_l2"] = max(r.metrics.rel_l2 for r in report.rows)
         row["worst_fidelity"] = max(s.fidelity for s in report.signal)
         torch.cuda.empty_cache()
         before = gpu_used_bytes()
-        with load(engine) as forecaster:
-            row.update(time_calls(lambda: forecaster.predict(x, lead), args.runs, args.warmup, lambda: None))
+        with load_artifact(engine) as runner:
+            row.update(time_calls(lambda: runner.predict_batched(x, lead), args.runs, args.warmup, lambda: None))
             row["gpu_used_delta_mib"] = (gpu_used_bytes() - before) / 2**20
     except Exception as exc:  # a mode that fails is reported; the others still run
         row["error"] = f"{type(exc).__name__}: {exc}"
@@ -153,19 +161,19 @@ def engine_row(preset: str, mode: str, onnx_path: Path, x: np.ndarray, lead: np.
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Every preset x attention mode; exit 0 when every engine that built passes parity."""
     args = parse_args(argv)
     env = preflight()
     args.out.mkdir(parents=True, exist_ok=True)
-    from climax_deploy.export import ExportOptions, export_onnx
-    from climax_deploy.model import build_model
+    from climax_deploy.export import ExportOptions, export_model
 
     print(f"TensorRT {env['tensorrt']} on {env['gpu']['name']} (cc {env['gpu']['compute_capability']}), "
           f"torch {env['torch']} CUDA {env['cuda']}", flush=True)  # fmt: skip
     results: dict[str, Any] = {"environment": env, "presets": {}}
     for preset in args.presets.split(","):
         onnx_path = args.out / f"{preset}_fp16.onnx"
-        export_onnx(build_model(preset, seed=0), onnx_path, ExportOptions(precision="fp16"), {"preset": preset, "seed": 0})
-        x, lead = sample_batch(preset, args.batch)
+        manifest = export_model(preset, onnx_path, ExportOptions(precision="fp16"), seed=0)
+        x, lead = sample_batch(manifest, args.batch)
         rows = [torch_eager(preset, "fp32", x, lead, args), torch_eager(preset, "fp16", x, lead, args)]
         rows += [engine_row(preset, mode, onnx_path, x, lead, args) for mode in args.modes.split(",")]
         results["presets"][preset] = rows
@@ -178,6 +186,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def print_table(preset: str, batch: int, rows: list[dict[str, Any]]) -> None:
+    """One preset's rows as a text table on stdout."""
     print(f"\n{preset} preset, batch {batch}")
     header = f"{'backend':<40} {'median ms':>10} {'GPU MiB':>9} {'rel L2':>9} {'fidelity':>9}  parity"
     print(header + "\n" + "-" * len(header))

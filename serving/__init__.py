@@ -1,7 +1,7 @@
 """Serving on Triton Inference Server (the `serve` extra: nvidia-pytriton, tritonclient; Python >= 3.12
 for the server). Modules, imported on demand so `python -m` runs them cleanly:
 
-  server  `climax-serve`: forecasters bound to Triton with dynamic batching (ServeOptions, serve)
+  server  `climax-serve`: runners bound to Triton with dynamic batching (ServeOptions, serve)
   launch  ServerProcess: start climax-serve on loopback, wait until ready, always stop it
   load    `climax-load-test`: concurrent gRPC clients, p50/p99 latency and throughput (run_load)
 """

@@ -77,10 +77,6 @@ class ServerProcess:
     def grpc_url(self) -> str:
         return f"{LOOPBACK}:{self.grpc_port}"
 
-    @property
-    def http_url(self) -> str:
-        return f"{LOOPBACK}:{self.http_port}"
-
     def command(self) -> list[str]:
         cmd = [
             self.python, "-m", "climax_deploy.serving.server", str(self.model), "--host", LOOPBACK,

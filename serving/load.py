@@ -17,18 +17,9 @@ from typing import Any
 import numpy as np
 
 from climax_deploy.cli import EXIT_FAILED, EXIT_OK, ArgParser, run_cli
-from climax_deploy.errors import BadInputError, MissingBackendError
+from climax_deploy.errors import BadInputError
+from climax_deploy.optional import TRITONCLIENT_GRPC
 from climax_deploy.schema import INPUT_NAME, LEAD_TIMES_NAME, OUTPUT_NAME
-
-CLIENT_HINT = "pip install 'tritonclient[grpc]' (in the 'serve' and 'test' extras)"
-
-
-def import_grpc_client() -> Any:
-    try:
-        import tritonclient.grpc as grpcclient
-    except (ImportError, RuntimeError) as exc:  # tritonclient raises RuntimeError without its grpc extra
-        raise MissingBackendError(f"tritonclient's gRPC client is not installed: {CLIENT_HINT}") from exc
-    return grpcclient
 
 
 def check_loopback(url: str) -> tuple[str, int]:
@@ -38,7 +29,7 @@ def check_loopback(url: str) -> tuple[str, int]:
         raise BadInputError(f"--url must be HOST:PORT (gRPC), got {url!r}")
     host = host.strip("[]")
     try:
-        addresses = {info[4][0] for info in socket.getaddrinfo(host, int(port), proto=socket.IPPROTO_TCP)}
+        addresses = {str(info[4][0]) for info in socket.getaddrinfo(host, int(port), proto=socket.IPPROTO_TCP)}
     except socket.gaierror as exc:
         raise BadInputError(f"cannot resolve {host!r}: {exc}") from exc
     if not addresses or not all(ipaddress.ip_address(a.split("%")[0]).is_loopback for a in addresses):
@@ -112,7 +103,7 @@ def run_load(
     if concurrency < 1 or requests < 1 or batch < 1 or duration_s <= 0:
         raise BadInputError("concurrency, requests and batch must be >= 1 and duration > 0")
     check_loopback(url)
-    grpcclient = import_grpc_client()
+    grpcclient = TRITONCLIENT_GRPC.load()
     with grpcclient.InferenceServerClient(url) as probe:
         if not probe.is_model_ready(model_name):
             raise BadInputError(f"model {model_name!r} is not ready on {url}")

@@ -1,10 +1,10 @@
-"""`climax-serve`: the toolkit's forecaster behind Triton Inference Server (via nvidia-pytriton).
+"""`climax-serve`: an exported model behind Triton Inference Server (via nvidia-pytriton).
 
 Triton takes the HTTP/gRPC traffic and batches requests dynamically; each model instance is one
-`climax_deploy.runtime` forecaster (ONNX Runtime or TensorRT) in a torch-free Python process.
+`climax_deploy.runtime` runner (ONNX Runtime or TensorRT) in a torch-free Python process.
 pytriton's Python backend needs Python >= 3.12 (see docs/operations.md); the model's inputs and
-outputs are those of `predict`: x [B, V, H, W] and lead_times [B, 1] (hours) in, y [B, O, H, W] out,
-all float32 and standardised.
+outputs are those of `Runner.predict`: x [B, V, H, W] and lead_times [B, 1] (hours) in,
+y [B, O, H, W] out, all float32 and standardised.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import sysconfig
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from types import FrameType
+from types import FrameType, ModuleType
 from typing import Any
 
 import numpy as np
@@ -26,6 +26,7 @@ import numpy as np
 from climax_deploy.artifacts import write_json_atomic
 from climax_deploy.cli import EXIT_OK, ArgParser, run_cli
 from climax_deploy.errors import BadInputError, MissingBackendError
+from climax_deploy.optional import PYTRITON
 from climax_deploy.runner import Runner
 from climax_deploy.schema import INPUT_NAME, LEAD_TIMES_NAME, OUTPUT_NAME
 
@@ -33,11 +34,13 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MODEL_NAME = "climax"
 DEFAULT_HOST = "127.0.0.1"
-SERVE_HINT = "pip install 'climax-deploy[serve,cpu]' in a Python >= 3.12 environment (nvidia-pytriton)"
+PYTRITON_MIN_PYTHON = (3, 12)
 
 
 @dataclass(frozen=True)
 class ServeOptions:
+    """How the model is exposed: name, addresses, instances and the dynamic batcher's limits."""
+
     model_name: str = DEFAULT_MODEL_NAME
     host: str = DEFAULT_HOST
     http_port: int = 8000
@@ -46,19 +49,16 @@ class ServeOptions:
     instances: int = 1
     max_batch: int = 4
     max_queue_delay_us: int = 2000
-    threads: int | None = None  # intra-op threads per instance
 
 
-def import_pytriton() -> Any:
-    if sys.version_info < (3, 12):
+def load_pytriton() -> ModuleType:
+    """pytriton, or MissingBackendError: its Python backend needs Python >= 3.12 and the `serve` extra."""
+    if sys.version_info < PYTRITON_MIN_PYTHON:
         raise MissingBackendError(
-            f"pytriton's Python backend needs Python >= 3.12, this is {sys.version.split()[0]}: {SERVE_HINT}"
+            f"pytriton's Python backend needs Python >= {'.'.join(map(str, PYTRITON_MIN_PYTHON))}, "
+            f"this is {sys.version.split()[0]}: {PYTRITON.install}"
         )
-    try:
-        import pytriton.triton
-    except ImportError as exc:
-        raise MissingBackendError(f"nvidia-pytriton is not installed: {SERVE_HINT}") from exc
-    return pytriton
+    return PYTRITON.load()
 
 
 def preferred_batch_sizes(max_batch: int) -> list[int]:
@@ -67,44 +67,36 @@ def preferred_batch_sizes(max_batch: int) -> list[int]:
     return sorted(set(sizes + [max_batch]))
 
 
-def batch_predict(forecaster: Runner, x: np.ndarray, lead_times: np.ndarray) -> np.ndarray:
-    """`predict` for any batch: padded to a fixed-batch model, split at an engine's limit."""
-    fixed, limit = forecaster.spec.batch, forecaster.spec.max_batch
-    step = fixed or limit or x.shape[0]
-    outputs = []
-    for start in range(0, x.shape[0], step):
-        xb, lb = x[start : start + step], lead_times[start : start + step]
-        n = xb.shape[0]
-        if fixed is not None and n < fixed:  # repeat the last sample to fill the fixed batch
-            xb = np.concatenate([xb, np.repeat(xb[-1:], fixed - n, axis=0)])
-            lb = np.concatenate([lb, np.repeat(lb[-1:], fixed - n)])
-        outputs.append(forecaster.predict(np.ascontiguousarray(xb), lb)[:n])
-    return np.concatenate(outputs)
-
-
-def make_infer_function(forecaster: Runner) -> Callable[..., Any]:
-    """A pytriton inference callable (batched requests in, batched outputs out) for one instance."""
+def make_infer_function(runner: Runner) -> Callable[..., Any]:
+    """A pytriton inference callable for one instance: Triton's batch in, `runner.predict_batched` out
+    (which splits at the artifact's batch limit and pads to a fixed batch)."""
     from pytriton.decorators import batch
 
     @batch  # type: ignore[misc]
     def infer(**inputs: np.ndarray) -> dict[str, np.ndarray]:
         x = inputs[INPUT_NAME].astype(np.float32, copy=False)  # [B, V, H, W]
         lead = inputs[LEAD_TIMES_NAME].astype(np.float32, copy=False).reshape(-1)  # [B, 1] -> [B]
-        return {OUTPUT_NAME: batch_predict(forecaster, x, lead)}
+        return {OUTPUT_NAME: runner.predict_batched(x, lead)}
 
     return infer  # type: ignore[no-any-return]
 
 
-def bind_forecasters(triton: Any, forecasters: Sequence[Runner], options: ServeOptions) -> None:
-    """Bind one model (one instance per forecaster) with dynamic batching."""
+def served_max_batch(runner: Runner, requested: int) -> int:
+    """The batcher's limit: `requested`, capped at the largest batch the artifact runs in one call."""
+    limit = runner.spec.batch.max
+    return requested if limit is None else min(requested, limit)
+
+
+def bind_runners(triton: Any, runners: Sequence[Runner], options: ServeOptions) -> None:
+    """Bind one model (one instance per runner) with dynamic batching."""
     from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
 
-    spec = forecasters[0].spec
+    spec = runners[0].spec
     h, w = spec.grid
-    max_batch = options.max_batch if spec.max_batch is None else min(options.max_batch, spec.max_batch)
+    max_batch = served_max_batch(runners[0], options.max_batch)
     triton.bind(
         model_name=options.model_name,
-        infer_func=[make_infer_function(f) for f in forecasters],
+        infer_func=[make_infer_function(r) for r in runners],
         inputs=[
             Tensor(name=INPUT_NAME, dtype=np.float32, shape=(len(spec.variables), h, w)),
             Tensor(name=LEAD_TIMES_NAME, dtype=np.float32, shape=(1,)),
@@ -122,6 +114,7 @@ def bind_forecasters(triton: Any, forecasters: Sequence[Runner], options: ServeO
 
 
 def triton_config(options: ServeOptions) -> Any:
+    """pytriton's TritonConfig: HTTP and gRPC on `options.host`, metrics only when a port is given."""
     from pytriton.triton import TritonConfig
 
     return TritonConfig(
@@ -168,18 +161,18 @@ def serve(
     load_options: dict[str, Any] | None = None,
     ready_file: str | os.PathLike[str] | None = None,
 ) -> None:
-    """Load `options.instances` forecasters and serve them until SIGINT/SIGTERM.
+    """Load `options.instances` runners and serve them until SIGINT/SIGTERM.
 
     When ready, one JSON line goes to stdout (for people) and, atomically, to `ready_file` (for
     launchers: stdout also carries tritonserver's log lines, which can interleave with it)."""
-    import_pytriton()
+    load_pytriton()
     from pytriton.triton import Triton
 
     from climax_deploy.runtime import load
 
     if options.instances < 1 or options.max_batch < 1:
         raise BadInputError(f"instances and max batch must be >= 1, got {options.instances} and {options.max_batch}")
-    forecasters = [load(model_path, **(load_options or {})) for _ in range(options.instances)]
+    runners: list[Runner] = []
 
     def _terminate(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt
@@ -187,15 +180,17 @@ def serve(
     signal.signal(signal.SIGTERM, _terminate)
     expose_libpython()
     try:
+        for _ in range(options.instances):  # inside try: a failed load closes those already loaded
+            runners.append(load(model_path, **(load_options or {})))
         with (
             tempfile.TemporaryDirectory(prefix="climax-serve-") as workspace,
             Triton(config=triton_config(options), workspace=os.path.join(workspace, "pytriton")) as triton,
         ):
-            bind_forecasters(triton, forecasters, options)
+            bind_runners(triton, runners, options)
             triton.run()
             ready = {
                 "ready": True, "model": options.model_name, "host": options.host, "http_port": options.http_port,
-                "grpc_port": options.grpc_port, "instances": options.instances, "backend": forecasters[0].backend,
+                "grpc_port": options.grpc_port, "instances": options.instances, "backend": runners[0].backend,
             }  # fmt: skip
             if ready_file is not None:
                 write_json_atomic(ready_file, ready)
@@ -204,8 +199,8 @@ def serve(
     except KeyboardInterrupt:
         pass
     finally:
-        for f in forecasters:
-            f.close()
+        for runner in runners:
+            runner.close()
 
 
 def build_parser() -> ArgParser:
@@ -226,7 +221,7 @@ def build_parser() -> ArgParser:
     p.add_argument("--http-port", type=int, default=8000)
     p.add_argument("--grpc-port", type=int, default=8001)
     p.add_argument("--metrics-port", type=int, default=None, help="Prometheus metrics port (default: off)")
-    p.add_argument("--instances", type=int, default=1, help="model instances (one forecaster each; default 1)")
+    p.add_argument("--instances", type=int, default=1, help="model instances (one runner each; default 1)")
     p.add_argument("--max-batch", type=int, default=4, help="dynamic batcher's maximum batch (default 4)")
     p.add_argument("--max-queue-delay-us", type=int, default=2000, help="batcher's queue delay (default 2000 us)")
     p.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads per instance")
@@ -251,7 +246,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     options = ServeOptions(
         model_name=args.name, host=args.host, http_port=args.http_port, grpc_port=args.grpc_port,
         metrics_port=args.metrics_port, instances=args.instances, max_batch=args.max_batch,
-        max_queue_delay_us=args.max_queue_delay_us, threads=args.threads,
+        max_queue_delay_us=args.max_queue_delay_us,
     )  # fmt: skip
     load_options: dict[str, Any] = {}
     if str(args.model).endswith(".onnx"):

@@ -48,10 +48,10 @@ def small_model() -> ClimaX:
 @pytest.fixture(scope="session")
 def small_onnx(tmp_path_factory: pytest.TempPathFactory, small_model: ClimaX) -> Path:
     """The small preset exported once (dynamic batch); tests must not modify it."""
-    from climax_deploy.export import ExportOptions, export_onnx
+    from climax_deploy.export import ExportOptions, Provenance, export_onnx
 
     path = tmp_path_factory.mktemp("small") / "small.onnx"
-    export_onnx(small_model, path, ExportOptions(), {"preset": "small", "seed": 0})
+    export_onnx(small_model, path, ExportOptions(), Provenance(preset="small", seed=0))
     return path
 
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import onnx
 import pytest
 
-from climax_deploy.artifacts import read_manifest, write_manifest
 from climax_deploy.errors import BadInputError, ExportError
 from climax_deploy.export.attention_modes import (
     ATTENTION_OPSET,
@@ -20,43 +20,45 @@ from climax_deploy.export.attention_modes import (
     upgrade_opset,
 )
 from climax_deploy.export.fp16 import ConvertToFp16
-from climax_deploy.export.passes import elevation_functions, elevation_nodes, opset_version
+from climax_deploy.export.passes import (
+    GraphPass,
+    PassResult,
+    copy_model,
+    elevation_functions,
+    elevation_nodes,
+    opset_version,
+    run_passes,
+)
+from climax_deploy.manifest import OnnxManifest, embedded_metadata, read_onnx_manifest, write_manifest
 from climax_deploy.validate.parity import run_parity
 
 
 def _save_like(model: onnx.ModelProto, source: Path, path: Path) -> Path:
     """Write a rewritten model with the source's manifest (new checksum), as build-engine's --save-onnx would."""
     onnx.save(model, str(path))
-    manifest = {k: v for k, v in read_manifest(source).items() if k not in ("format", "file", "sha256")}
-    write_manifest(path, manifest)
+    write_manifest(path, read_onnx_manifest(source))
     return path
+
+
+def _embed(model: onnx.ModelProto, manifest: OnnxManifest) -> None:
+    """Replace the model's embedded manifest, keeping its other metadata."""
+    entries = embedded_metadata(manifest)
+    kept = [(p.key, p.value) for p in model.metadata_props if p.key not in entries]
+    del model.metadata_props[:]
+    for key, value in [*kept, *entries.items()]:
+        model.metadata_props.add(key=key, value=value)
 
 
 @pytest.fixture(scope="module")
 def fp16_source(tmp_path_factory: pytest.TempPathFactory, small_onnx: Path) -> Path:
     """The small fp16 graph, built by the pass from the shared fp32 export (same metadata, fp16)."""
     model = ConvertToFp16()(onnx.load(str(small_onnx))).model
+    manifest = replace(read_onnx_manifest(small_onnx), precision="fp16")
+    _embed(model, manifest)
     path = tmp_path_factory.mktemp("modes") / "small16.onnx"
     onnx.save(model, str(path))
-    manifest = {k: v for k, v in read_manifest(small_onnx).items() if k not in ("format", "file", "sha256")}
-    manifest["precision"] = "fp16"
-    _set_precision_metadata(path, "fp16")
     write_manifest(path, manifest)
     return path
-
-
-def _set_precision_metadata(path: Path, precision: str) -> None:
-    import json
-
-    model = onnx.load(str(path))
-    for entry in model.metadata_props:
-        if entry.key == "climax_deploy.manifest":
-            data = json.loads(entry.value)
-            data["precision"] = precision
-            entry.value = json.dumps(data, sort_keys=True)
-        elif entry.key == "climax_deploy.precision":
-            entry.value = precision
-    onnx.save(model, str(path))
 
 
 @pytest.mark.parametrize("mode", ["inline", "native", "plugin"])
@@ -107,8 +109,8 @@ def test_plugin_pass_tags_the_node_and_declares_the_attributes(small_onnx: Path)
     attrs = {a.name: a.s.decode() for a in node.attribute}
     assert attrs == {"plugin_namespace": PLUGIN_NAMESPACE, "plugin_version": "1"}
     assert set(elevation_functions(result.model)[0].attribute) >= {"plugin_namespace", "plugin_version"}
-    again = MarkForPlugin()(result.model).model  # idempotent: no duplicate attributes
-    assert len(elevation_nodes(again)[0].attribute) == 2
+    again = MarkForPlugin()(result.model)  # idempotent: no duplicate attributes, nothing changed
+    assert len(elevation_nodes(again.model)[0].attribute) == 2 and not again.modified
 
 
 def test_inline_changes_nothing_and_refuses_a_plugin_tagged_node(small_onnx: Path) -> None:
@@ -116,6 +118,7 @@ def test_inline_changes_nothing_and_refuses_a_plugin_tagged_node(small_onnx: Pat
     before = model.graph.SerializeToString()
     result = KeepInlineAttention()(model)
     assert not result.modified and result.model.graph.SerializeToString() == before
+    assert attention_mode_of(result.model) == "inline"
     tagged = MarkForPlugin()(onnx.load(str(small_onnx))).model
     with pytest.raises(ExportError, match="plugin"):
         KeepInlineAttention()(tagged)
@@ -129,3 +132,34 @@ def test_passes_refuse_a_model_without_the_custom_op(small_onnx: Path) -> None:
             attention_pass(mode)(model)
     with pytest.raises(BadInputError, match="inline, native, plugin"):
         attention_pass("flash")
+
+
+@pytest.mark.parametrize("make", [KeepInlineAttention, RewriteToAttention23, MarkForPlugin, ConvertToFp16])
+def test_passes_declare_how_they_treat_their_input(make: type[GraphPass], small_onnx: Path) -> None:
+    """in_place / changes_input say what happens to the model passed in; `modified` says whether the result differs."""
+    graph_pass = make()
+    model = onnx.load(str(small_onnx))
+    before = model.SerializeToString()
+    result = graph_pass(model)
+    assert (result.model is model) == graph_pass.in_place
+    assert (model.SerializeToString() != before) == graph_pass.changes_input
+    assert result.modified == (result.model.SerializeToString() != before)
+
+
+def test_run_passes_keeps_the_input_when_asked(small_onnx: Path) -> None:
+    model = onnx.load(str(small_onnx))
+    before = model.SerializeToString()
+    kept = run_passes(model, [KeepInlineAttention(), MarkForPlugin()], keep_input=True)
+    assert kept.modified and kept.model is not model and model.SerializeToString() == before
+    assert run_passes(model, [KeepInlineAttention()], keep_input=True).model is model  # a check needs no copy
+    changed = run_passes(model, [MarkForPlugin()])  # the default: in-place passes change the caller's model
+    assert changed.model is model and model.SerializeToString() != before
+
+
+def test_a_pass_declared_in_place_must_return_its_input(small_onnx: Path) -> None:
+    class Copies(GraphPass):
+        def call(self, model: onnx.ModelProto) -> PassResult:
+            return PassResult(copy_model(model), modified=False)
+
+    with pytest.raises(ExportError, match="declared in place"):
+        Copies()(onnx.load(str(small_onnx)))

@@ -11,8 +11,9 @@ import numpy as np
 import onnx
 import pytest
 
-from climax_deploy.artifacts import read_manifest
 from climax_deploy.export.passes import elevation_functions
+from climax_deploy.manifest import read_onnx_manifest
+from climax_deploy.optional import TENSORRT_HINT
 from climax_deploy.runtime.tensorrt_backend import tensorrt_available
 
 HAS_TRT = tensorrt_available()
@@ -45,7 +46,7 @@ def test_without_tensorrt_exit_2_and_one_line_saying_what_to_install(model: Path
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
-    assert lines[0].startswith("build-engine: error: TensorRT is not installed: pip install tensorrt")
+    assert lines[0].startswith("build-engine: error: ") and lines[0].endswith(TENSORRT_HINT)
     assert "https://pypi.nvidia.com" in lines[0] and "nvcr.io/nvidia/tensorrt" in lines[0]
     assert not model.with_suffix(".engine").exists()
 
@@ -60,6 +61,7 @@ def test_without_tensorrt_exit_2_and_one_line_saying_what_to_install(model: Path
         (["--exclude-lean-runtime"], "only applies with --version-compatible"),
         (["--attention", "flash"], "invalid choice"),
         (["-o", "out.plan"], "must end in .engine"),
+        (["--batch", "dynamic", "--print-trtexec"], "needs a maximum"),
     ],
 )
 def test_user_mistakes_are_one_line_and_exit_2(model: Path, args: list[str], message: str) -> None:
@@ -78,9 +80,10 @@ def test_missing_or_wrong_model_file(tmp_path: Path) -> None:
 
 def test_fixed_batch_export_rejects_another_profile(tmp_path: Path, small_model: object) -> None:
     from climax_deploy.export import ExportOptions, export_onnx
+    from climax_deploy.manifest import BatchSpec
 
     path = tmp_path / "fixed.onnx"
-    export_onnx(small_model, path, ExportOptions(batch=2))  # type: ignore[arg-type]
+    export_onnx(small_model, path, ExportOptions(batch=BatchSpec.fixed(2)))  # type: ignore[arg-type]
     result = run(path, "--batch", "1,2,4", "--print-trtexec")
     assert result.returncode == 2 and "exported for batch 2" in result.stderr
     result = run(path, "--print-trtexec")  # default profile: the export's batch
@@ -118,7 +121,27 @@ def test_print_trtexec_plugin_notes_the_limitation(model: Path) -> None:
     result = run(model, "--attention", "plugin", "--print-trtexec")
     assert result.returncode == 0
     assert "cannot register the Python ElevationAttention plugin" in result.stderr
-    assert read_manifest(model)["kind"] == "onnx"  # the source is untouched
+    assert read_onnx_manifest(model).file == "small.onnx"  # the source is untouched (its checksum verifies)
     tagged = onnx.load(str(model.with_name("small.plugin.onnx")))
     node = next(n for n in tagged.graph.node if n.op_type == "ElevationAttention")
     assert {a.name for a in node.attribute} == {"plugin_namespace", "plugin_version"}
+
+
+def test_the_model_is_hashed_once(
+    model: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The CLI leaves the checks to the library, which verifies the export's checksum once (large models)."""
+    import climax_deploy.manifest as manifest_module
+    from climax_deploy.export.build_engine_cli import main
+
+    hashed: list[str] = []
+    real = manifest_module.sha256_file
+
+    def counting(path: str | Path, *args: int) -> str:
+        hashed.append(Path(path).name)
+        return real(path, *args)
+
+    monkeypatch.setattr(manifest_module, "sha256_file", counting)
+    assert main([str(model), "--print-trtexec", "--target-tensorrt", "10.14"]) == 0
+    assert hashed == ["small.onnx"]
+    assert capsys.readouterr().out.startswith("# TensorRT 10.14.0: strongly typed fp32")

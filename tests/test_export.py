@@ -11,12 +11,14 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from climax_deploy.artifacts import read_manifest, sha256_file
+from climax_deploy.artifacts import sha256_file
 from climax_deploy.errors import BadInputError, ExportError
-from climax_deploy.export import ExportOptions, export_onnx
+from climax_deploy.export import ExportOptions, export_model, export_onnx
 from climax_deploy.export.elevation_function import AttachElevationFunction, elevation_attention_function
 from climax_deploy.export.passes import elevation_functions, elevation_nodes
+from climax_deploy.manifest import METADATA_KEY, BatchSpec, check_embedded, from_json, read_onnx_manifest
 from climax_deploy.model import build_model, fused_elevation_attention
+from climax_deploy.schema import STANDARDISATION
 
 
 def test_one_custom_node_and_its_function(small_onnx: Path) -> None:
@@ -24,8 +26,7 @@ def test_one_custom_node_and_its_function(small_onnx: Path) -> None:
     nodes, functions = elevation_nodes(model), elevation_functions(model)
     assert len(nodes) == 1 and len(functions) == 1
     assert [n for n in model.graph.node if n.domain == "climax"] == nodes
-    assert list(nodes[0].input)[3:] != []  # q, k, v, elevation, beta
-    assert len(nodes[0].input) == 5
+    assert len(nodes[0].input) == 5  # q, k, v, elevation, beta
     assert {(o.domain, o.version) for o in model.opset_import} >= {("climax", 1), ("", 18)}
     assert all(n.domain == "" for n in functions[0].node)  # body uses standard ops only
     onnx.checker.check_model(model, full_check=True)
@@ -34,15 +35,19 @@ def test_one_custom_node_and_its_function(small_onnx: Path) -> None:
 def test_metadata_and_manifest(small_onnx: Path) -> None:
     model = onnx.load(small_onnx)
     meta = {p.key: p.value for p in model.metadata_props}
-    embedded = json.loads(meta["climax_deploy.manifest"])
-    manifest = read_manifest(small_onnx)
-    assert manifest["sha256"] == sha256_file(small_onnx)
-    for key in ("variables", "output_variables", "grid", "patch_size", "custom_op", "precision", "versions"):
-        assert embedded[key] == manifest[key]
-    assert manifest["variables"][13] == "elevation" and manifest["grid"] == [32, 64]
-    assert manifest["custom_op"] == {"domain": "climax", "name": "ElevationAttention", "version": 1}
-    assert set(manifest["versions"]) >= {"torch", "onnx", "onnxscript"}
-    assert manifest["batch"] == "dynamic" and manifest["seed"] == 0
+    manifest = read_onnx_manifest(small_onnx)
+    embedded = from_json(json.loads(meta[METADATA_KEY]), "embedded")
+    check_embedded(meta, manifest, str(small_onnx))
+    assert manifest.sha256 == sha256_file(small_onnx) and manifest.file == "small.onnx"
+    assert embedded.model == manifest.model and embedded.custom_op == manifest.custom_op
+    assert embedded.sha256 == ""  # the copy inside the file cannot hold the file's own checksum
+    assert meta["climax_deploy.variables"].split(",") == list(manifest.model.variables)
+    assert manifest.model.variables[13] == "elevation" and manifest.model.grid == (32, 64)
+    assert manifest.custom_op == ("climax", "ElevationAttention", 1)
+    assert set(manifest.versions) >= {"torch", "onnx", "onnxscript"}
+    assert manifest.batch == BatchSpec.dynamic() and manifest.model.seed == 0 and manifest.model.preset == "small"
+    assert manifest.model.checkpoint is None and manifest.heads_per_chunk == 1 and manifest.opset == 18
+    assert manifest.model.standardisation.stats["pm25"] == STANDARDISATION["pm25"]
 
 
 def test_function_body_matches_torch() -> None:
@@ -77,10 +82,10 @@ def test_dynamic_batch_runs_any_batch(small_onnx: Path, small_inputs) -> None:
 
 def test_fixed_batch_and_opset(tmp_path: Path, small_model) -> None:
     path = tmp_path / "fixed.onnx"
-    manifest = export_onnx(small_model, path, ExportOptions(batch=2, opset=20))
+    manifest = export_onnx(small_model, path, ExportOptions(batch=BatchSpec.fixed(2), opset=20))
     model = onnx.load(path)
     dims = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
-    assert dims == [2, 15, 32, 64] and manifest["batch"] == 2
+    assert dims == [2, 15, 32, 64] and manifest.batch.size == 2 and manifest.opset == 20
     assert {(o.domain, o.version) for o in model.opset_import} >= {("", 20)}
     assert elevation_functions(model)[0].opset_import[0].version == 20
 
@@ -90,8 +95,8 @@ def test_external_data_beyond_threshold(tmp_path: Path, small_model, small_input
     manifest = export_onnx(small_model, path, ExportOptions(external_data_threshold=1 << 20))
     data = tmp_path / "ext.onnx.data"
     assert data.is_file() and path.stat().st_size < (1 << 20)
-    assert manifest["external_data"] == {"ext.onnx.data": sha256_file(data)}
-    read_manifest(path)  # checksums of both files verify
+    assert manifest.external_data == {"ext.onnx.data": sha256_file(data)}
+    assert read_onnx_manifest(path) == manifest  # checksums of both files verify
     x, lt = small_inputs
     (y,) = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x, "lead_times": lt})
     assert y.shape == (2, 6, 32, 64)
@@ -112,12 +117,72 @@ def test_failed_export_keeps_the_previous_artifact(tmp_path: Path, small_model, 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx", "model.onnx.manifest.json"]
 
 
-def test_bad_output_name(tmp_path: Path, small_model) -> None:
+def test_bad_output_name_and_batch(tmp_path: Path, small_model) -> None:
     with pytest.raises(BadInputError, match=r"\.onnx"):
         export_onnx(small_model, tmp_path / "model.bin")
+    with pytest.raises(BadInputError, match="'dynamic' or a fixed size N, got 1,2,4"):
+        export_onnx(small_model, tmp_path / "model.onnx", ExportOptions(batch=BatchSpec(1, 2, 4)))
+
+
+def test_export_model_records_config_and_stats_files(tmp_path: Path) -> None:
+    config = tmp_path / "tiny.json"
+    config.write_text(json.dumps({"img_size": [16, 32], "embed_dim": 64, "depth": 1, "num_heads": 4}))
+    stats = tmp_path / "stats.json"
+    stats.write_text(json.dumps({"pm25": [40.0, 30.0]}))
+    manifest = export_model(config, tmp_path / "tiny.onnx", seed=3, stats_file=stats)
+    record = manifest.model
+    assert record.config_file is not None and record.config_file.sha256 == sha256_file(config)
+    assert record.stats_file is not None and record.stats_file.path == str(stats.resolve())
+    assert record.preset is None and record.seed == 3 and record.checkpoint is None
+    assert record.standardisation.stats["pm25"] == (40.0, 30.0) and record.grid == (16, 32)
+    assert read_onnx_manifest(tmp_path / "tiny.onnx").model == record
+
+
+def test_export_model_checks_inputs_before_building(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import climax_deploy.model
+
+    def no_build(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the model was built before the inputs were checked")
+
+    monkeypatch.setattr(climax_deploy.model, "build_model", no_build)
+    stats = tmp_path / "stats.json"
+    stats.write_text(json.dumps({"not_a_variable": [1.0, 2.0]}))
+    with pytest.raises(BadInputError, match="unknown variable.*not_a_variable"):
+        export_model("small", tmp_path / "m.onnx", stats_file=stats)
+    with pytest.raises(BadInputError, match="does not exist"):
+        export_model("small", tmp_path / "m.onnx", stats_file=tmp_path / "absent.json")
+    with pytest.raises(BadInputError, match="checkpoint .* does not exist"):
+        export_model("small", tmp_path / "m.onnx", checkpoint=tmp_path / "absent.ckpt")
+    with pytest.raises(BadInputError, match="unknown preset"):
+        export_model("medium", tmp_path / "m.onnx")
+    with pytest.raises(BadInputError, match=r"\.onnx"):
+        export_model("small", tmp_path / "m.bin")
 
 
 def test_depth_six_config_exports(tmp_path: Path) -> None:
     model = build_model({"img_size": [16, 32], "embed_dim": 64, "depth": 6, "num_heads": 4})
     export_onnx(model, tmp_path / "d6.onnx")
     assert len(elevation_nodes(onnx.load(tmp_path / "d6.onnx"))) == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--batch", "1,2,4"], "'dynamic' or a fixed size N"),
+        (["--batch", "x"], "expected 'dynamic', N"),
+        (["--stats", "absent.json"], "stats file absent.json does not exist"),
+        (["--preset", "medium"], "unknown preset 'medium'"),
+        (["-o", "m.bin"], "must end in .onnx"),
+    ],
+)
+def test_cli_mistakes_are_one_line_before_the_build(
+    args: list[str], message: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from climax_deploy.cli import run_cli
+    from climax_deploy.export.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    assert run_cli("export-onnx", main, ["--preset", "small", "-q", "-o", "m.onnx", *args]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err, err
+    assert not any(tmp_path.iterdir())

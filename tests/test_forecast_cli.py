@@ -117,3 +117,22 @@ def test_a_failed_write_leaves_no_file(tmp_path: Path) -> None:
         write_dataset(bad, target)
     assert target.read_bytes() == b"earlier forecast"
     assert [p.name for p in tmp_path.iterdir()] == ["f.nc"]
+
+
+def test_demo_files_and_time_index(small_onnx: Path, tmp_path: Path) -> None:
+    """`python -m climax_deploy.forecast.synthetic` writes files climax-forecast reads; --time-index picks a time."""
+    demo = subprocess.run([sys.executable, "-m", "climax_deploy.forecast.synthetic", "--grid", "32x64", "-o", "demo"],
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path)  # fmt: skip
+    assert demo.returncode == 0, demo.stderr
+    with xr.open_dataset(tmp_path / "demo" / "analysis.nc") as one:
+        two = xr.concat([one, one.assign_coords(time=one["time"] + np.timedelta64(6, "h"))], dim="time")
+        two.to_netcdf(tmp_path / "two.nc", encoding={"time": {"units": "hours since 2024-01-01"}})
+    base = ["--model", str(small_onnx), "--static", "demo/static.nc", "--lead-times", "12", "-q"]
+    refused = forecast_cli(*base, "--analysis", "two.nc", "-o", "f.nc", cwd=tmp_path)
+    assert refused.returncode == 2 and "2 times" in refused.stderr and "--time-index" in refused.stderr
+    out_of_range = forecast_cli(*base, "--analysis", "two.nc", "--time-index", "2", "-o", "f.nc", cwd=tmp_path)
+    assert out_of_range.returncode == 2 and "time index 2 is out of range" in out_of_range.stderr
+    out = forecast_cli(*base, "--analysis", "two.nc", "--time-index", "-1", "-o", "f.nc", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    with xr.open_dataset(tmp_path / "f.nc") as ds:
+        assert ds["time"].values == two["time"].values[-1]

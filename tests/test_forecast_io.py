@@ -15,20 +15,17 @@ import torch
 xr = pytest.importorskip("xarray", reason="the io extra (xarray) is not installed")
 
 from climax_deploy.errors import BadInputError
+from climax_deploy.forecast import Grid, PhysicalForecaster, read_stats_file, regrid_bilinear
+from climax_deploy.forecast.synthetic import synthetic_datasets, terrain
+from climax_deploy.manifest import BatchSpec, read_onnx_manifest
 from climax_deploy.model import ClimaX
-from climax_deploy.forecast import (
-    Grid,
-    PhysicalForecaster,
-    Standardisation,
-    merge_stats,
-    read_stats_file,
-    regrid_bilinear,
-)
-from climax_deploy.forecast.synthetic import synthetic_datasets
+from climax_deploy.runner import ModelSpec, Runner
 from climax_deploy.schema import OUTPUTS, STANDARDISATION, STANDARDISATION_EPS, VARIABLES
+from climax_deploy.standardisation import Standardisation, merge_stats
+from climax_deploy.synthetic import synthetic_sample
 
 LEADS = [12.0, 24.0, 48.0, 96.0]
-# ONNX Runtime vs PyTorch in fp32 agree to ~3e-6 in standardised units (shared/NOTES.md); compared in
+# ONNX Runtime vs PyTorch in fp32 agree to ~3e-6 in standardised units on the small preset; compared in
 # physical units divided by each pollutant's std, 1e-4 leaves margin for summation order on 2 threads.
 ROUND_TRIP_TOL = 1e-4
 
@@ -82,13 +79,12 @@ def test_round_trip_matches_reference(forecaster: PhysicalForecaster, small_mode
 
 
 def test_round_trip_with_user_stats(tmp_path: Path, small_model: ClimaX, datasets: tuple) -> None:
-    from climax_deploy.export import ExportOptions, export_onnx
+    from climax_deploy.export import ExportOptions, Provenance, export_onnx
 
     user = {"pm25": (40.0, 30.0), "temp": (280.0, 10.0), "elevation": (500.0, 800.0)}
     path = tmp_path / "stats.onnx"
-    export_onnx(small_model, path, ExportOptions(standardisation=user), {"preset": "small"})
-    manifest = json.loads(Path(str(path) + ".manifest.json").read_text())
-    assert manifest["standardisation"]["pm25"] == [40.0, 30.0] and manifest["standardisation"]["so2"] == [5.0, 5.0]
+    written = export_onnx(small_model, path, ExportOptions(standardisation=user), Provenance(preset="small")).model
+    assert written.standardisation.stats["pm25"] == (40.0, 30.0) and written.standardisation.stats["so2"] == (5.0, 5.0)
     stats = {**STANDARDISATION, **user}
     analysis, static = datasets
     with PhysicalForecaster(path, threads=2) as fc:
@@ -102,14 +98,19 @@ def test_round_trip_with_user_stats(tmp_path: Path, small_model: ClimaX, dataset
 # -- the dataset contract ----------------------------------------------------------------------------
 
 
-def test_any_order_extra_variables_and_attributes(forecaster: PhysicalForecaster, datasets: tuple) -> None:
+def test_any_order_extra_variables_and_attributes(
+    forecaster: PhysicalForecaster, small_onnx: Path, datasets: tuple
+) -> None:
     analysis, static = datasets
     base = forecaster.forecast(analysis, static, [24.0])
     shuffled = analysis[list(reversed(list(analysis.data_vars)))].assign(extra=analysis["u"] * 0 + 7.0)
     again = forecaster.forecast(shuffled, static, [24.0])
     np.testing.assert_array_equal(base["o3"].values, again["o3"].values)
     attrs = again.attrs
-    assert attrs["model_sha256"] == forecaster.spec.manifest["sha256"] and attrs["climax_deploy_version"]
+    manifest = read_onnx_manifest(small_onnx)
+    assert attrs["model_sha256"] == manifest.sha256 and attrs["model_file"] == small_onnx.name
+    assert attrs["model_preset"] == "small" and attrs["climax_deploy_version"]
+    assert attrs["standardisation"] == manifest.model.standardisation.source
     assert again["pm25"].attrs["units"] == "ug m-3" and "PM2.5" in again["pm25"].attrs["long_name"]
     assert again["lead_time"].attrs["units"] == "hours"
     assert "valid_time" in again.coords and "time" in again.coords
@@ -174,8 +175,8 @@ def test_lead_times_are_batched_up_to_the_limit(small_onnx: Path, datasets: tupl
     with PhysicalForecaster(small_onnx, batch_size=1, threads=2) as fc:
         one = fc.forecast(analysis, static, LEADS)
     np.testing.assert_allclose(three["co"].values, one["co"].values, rtol=0, atol=1e-3)
-    with pytest.raises(BadInputError, match="distinct"):
-        PhysicalForecaster(small_onnx).forecast(analysis, static, [12, 12])
+    with PhysicalForecaster(small_onnx, threads=2) as fc, pytest.raises(BadInputError, match="distinct"):
+        fc.forecast(analysis, static, [12, 12])
 
 
 def test_several_analysis_times_are_refused(forecaster: PhysicalForecaster, datasets: tuple) -> None:
@@ -188,16 +189,48 @@ def test_several_analysis_times_are_refused(forecaster: PhysicalForecaster, data
 # -- building blocks ---------------------------------------------------------------------------------
 
 
-def test_standardisation_round_trip_and_manifest_fallback() -> None:
-    st = Standardisation.defaults()
-    rng = np.random.default_rng(0)
-    fields = {v: rng.normal(STANDARDISATION[v][0], STANDARDISATION[v][1], (4, 5)) for v in VARIABLES}
-    x = st.apply(fields, VARIABLES)
-    assert x.dtype == np.float32 and abs(float(x.mean())) < 1.0
-    y = st.invert(x[None, [VARIABLES.index(o) for o in OUTPUTS]], OUTPUTS)[0]
-    for i, name in enumerate(OUTPUTS):
-        np.testing.assert_allclose(y[i], fields[name], rtol=1e-5, atol=1e-5 * STANDARDISATION[name][1])
-    assert Standardisation.from_manifest({}).stats == STANDARDISATION  # an older artifact: the author's constants
+class EchoRunner(Runner):
+    """A manifest-less runner with a fixed batch: returns the input's output channels unchanged."""
+
+    backend = "echo"
+
+    def __init__(self, grid: tuple[int, int], batch: int) -> None:
+        super().__init__(ModelSpec(VARIABLES, OUTPUTS, grid, BatchSpec.fixed(batch)))
+        self.batches: list[list[float]] = []
+
+    def _predict_impl(self, x: np.ndarray, lead_times: np.ndarray) -> np.ndarray:
+        self.batches.append(lead_times.tolist())
+        return x[:, [VARIABLES.index(o) for o in OUTPUTS]]
+
+
+def test_a_runner_without_manifest_fixed_batch_padded(datasets: tuple) -> None:
+    """A loaded Runner works as well as a path: the author's constants, batches padded to the fixed size."""
+    analysis, static = datasets
+    runner = EchoRunner((32, 64), batch=3)
+    calls: list[list[float]] = []
+    with PhysicalForecaster(runner, batch_size=1) as fc:
+        assert fc.batch_size == 3 and fc.standardisation.stats == STANDARDISATION
+        forecast = fc.forecast(analysis, static, LEADS, on_batch=lambda leads, s: calls.append(list(leads)))
+    assert runner.closed and calls == [[12.0, 24.0, 48.0], [96.0]]
+    assert runner.batches == [[12.0, 24.0, 48.0], [96.0, 96.0, 96.0]]  # the last one padded
+    for name in OUTPUTS:  # echoed, so standardise -> invert gives the analysis back
+        np.testing.assert_allclose(forecast[name].values[-1], analysis[name].values[0], rtol=0, atol=1e-3)
+    assert forecast.attrs["model_file"] == "" and "echo" in forecast.attrs["source"]
+    with pytest.raises(BadInputError, match="apply to a model path"):
+        PhysicalForecaster(EchoRunner((32, 64), 1), threads=2)
+
+
+def test_demo_files_come_from_the_one_generator(datasets: tuple) -> None:
+    """Standardised, the demo analysis is the parity harness's synthetic sample on the same terrain."""
+    analysis, static = datasets
+    a = analysis.isel(time=0)
+    lon2d, lat2d = np.meshgrid(a["lon"].values, a["lat"].values)
+    fields = {**{v: a[v].values for v in a.data_vars}, **{v: static[v].values for v in ("elevation", "population")},
+              "lat2d": lat2d, "lon2d": lon2d}  # fmt: skip
+    expected = synthetic_sample(VARIABLES, terrain((32, 64), seed=3), seed=3)
+    np.testing.assert_allclose(Standardisation.defaults().apply(fields, VARIABLES), expected, rtol=0, atol=1e-5)
+    assert a["lat"].values[0] > a["lat"].values[-1]  # north to south, as in the author's data
+    assert a["temp"].attrs["units"] == "K" and static["elevation"].attrs["units"] == "m"
 
 
 def test_stats_files_json_and_netcdf(tmp_path: Path) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 import onnx
 import pytest
 
-from climax_deploy.export import ExportOptions, export_onnx
+from climax_deploy.export import ExportOptions, Provenance, export_onnx
 from climax_deploy.export.passes import elevation_functions, elevation_nodes
 from climax_deploy.model import build_model
 from climax_deploy.validate import format_report, run_parity
@@ -16,7 +16,7 @@ from climax_deploy.validate import format_report, run_parity
 @pytest.mark.slow
 def test_full_preset_export_and_parity(tmp_path: Path) -> None:
     path = tmp_path / "climax_full.onnx"
-    export_onnx(build_model("full", seed=0), path, ExportOptions(), {"preset": "full", "seed": 0})
+    export_onnx(build_model("full", seed=0), path, ExportOptions(), Provenance(preset="full", seed=0))
     model = onnx.load(path, load_external_data=False)
     assert len(elevation_nodes(model)) == 1 and len(elevation_functions(model)) == 1
     shape = [d.dim_value or d.dim_param for d in model.graph.input[0].type.tensor_type.shape.dim]

@@ -1,34 +1,20 @@
 """Layer rules, checked by import-linter against the contracts in pyproject.toml.
 
-The repository maps top-level folders (model/, runtime/, ...) into one package with setuptools'
-package-dir, which import-linter cannot follow; so the package is assembled as one tree in a
-temporary folder, from the same package-dir mapping, and lint-imports runs there.
+import-linter cannot follow setuptools' package-dir mapping, so it runs on the package assembled
+as one tree (tests/package_tree.py).
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
+from package_tree import PYPROJECT, assemble_package, module_file  # tests/ is on sys.path
 
-ROOT = Path(__file__).resolve().parents[1]
-PYPROJECT = ROOT / "pyproject.toml"
 LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
-
-
-def assemble_package(dest: Path) -> Path:
-    """Copy every package-dir folder to dest/climax_deploy/<area>; return dest."""
-    mapping = tomllib.loads(PYPROJECT.read_text())["tool"]["setuptools"]["package-dir"]
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
-    for package, folder in sorted(mapping.items(), key=lambda item: item[0].count(".")):
-        target = dest.joinpath(*package.split("."))
-        shutil.copytree(ROOT / folder, target, ignore=ignore, dirs_exist_ok=True)
-    return dest
 
 
 def lint_imports(tree: Path) -> subprocess.CompletedProcess[str]:
@@ -63,11 +49,8 @@ def test_layer_contracts_hold(tree: Path) -> None:
     ],
 )
 def test_a_forbidden_import_breaks_its_contract(tmp_path: Path, module: str, line: str, contract: str) -> None:
-    tree = assemble_package(tmp_path)
-    mapping = tomllib.loads(PYPROJECT.read_text())["tool"]["setuptools"]["package-dir"]
-    folder, _, name = module.partition("/")
-    package = next(p for p, f in mapping.items() if f == folder)
-    path = tree.joinpath(*package.split("."), name)
+    tree = assemble_package(tmp_path, copy=True)
+    path = module_file(tree, module)
     path.write_text(path.read_text() + f"\n{line}  # injected by the test\n")
     result = lint_imports(tree)
     assert result.returncode != 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -10,8 +11,12 @@ import pytest
 import torch
 
 from climax_deploy.errors import BadInputError
+from climax_deploy.manifest import BatchSpec, read_onnx_manifest
+from climax_deploy.standardisation import Standardisation
+from climax_deploy.synthetic import physical_fields
 from climax_deploy.validate import error_metrics, load_terrain_file, make_terrain, run_parity, signal_fidelity
 from climax_deploy.validate.cli import main as check_parity
+from climax_deploy.validate.parity import parity_inputs
 
 
 def test_metrics_on_known_values() -> None:
@@ -52,6 +57,32 @@ def test_parity_passes_on_mountain_and_flat(small_onnx: Path) -> None:
     # The terrain signal is real: mountain vs flat moves every output, and the backend keeps it.
     assert min(s.mean_abs_delta for s in report.signal) > 1e-3
     assert max(s.fidelity for s in report.signal) < 1e-4
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_mixed_batch_runs_on_fixed_batch_artifacts(batch: int, small_model, tmp_path: Path) -> None:
+    """A fixed-batch export still gets the mixed batch: split at batch 1, padded up to batch 3."""
+    from climax_deploy.export import ExportOptions, Provenance, export_onnx
+
+    path = tmp_path / f"small_b{batch}.onnx"
+    export_onnx(small_model, path, ExportOptions(batch=BatchSpec.fixed(batch)), Provenance(preset="small", seed=0))
+    report = run_parity(path, load_options={"providers": "cpu"})
+    assert report.passed, report.as_dict()
+    assert "mountain in mountain+flat (batch 2)" in {r.case for r in report.rows}
+    assert len(report.rows) == 4 * 6
+
+
+def test_inputs_are_standardised_with_the_artifacts_statistics(small_onnx: Path) -> None:
+    manifest = read_onnx_manifest(small_onnx)
+    record = manifest.model
+    stats = {**record.standardisation.stats, "temp": (0.0, 1.0)}
+    custom = replace(manifest, model=replace(record, standardisation=Standardisation(stats)))
+    x, x_custom = parity_inputs(manifest, ["flat"])["flat"], parity_inputs(custom, ["flat"])["flat"]
+    t = record.variables.index("temp")
+    kelvin = physical_fields(record.variables, make_terrain("flat", record.grid))["temp"]
+    np.testing.assert_allclose(x_custom[0, t], kelvin, rtol=1e-6)
+    assert not np.allclose(x[0, t], x_custom[0, t])
+    np.testing.assert_array_equal(np.delete(x, t, axis=1), np.delete(x_custom, t, axis=1))
 
 
 def test_parity_fails_when_the_physics_differs(small_onnx: Path, small_model, tmp_path: Path) -> None:

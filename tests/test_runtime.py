@@ -1,4 +1,4 @@
-"""The embedded runtime: loading, provider reporting, input checks, bad files, threads, no torch."""
+"""The embedded runtime: loading, options, provider reporting, input checks, bad files, threads, no torch."""
 
 from __future__ import annotations
 
@@ -14,25 +14,25 @@ import pytest
 
 from climax_deploy.errors import BadInputError, MissingBackendError, ModelFileError
 from climax_deploy.runtime import load
-from climax_deploy.runtime.onnxruntime_backend import choose_providers
+from climax_deploy.runtime.onnxruntime_backend import OnnxRuntimeOptions, choose_providers
 
 
 @pytest.fixture(scope="module")
-def forecaster(small_onnx: Path):
-    with load(small_onnx) as f:
-        yield f
+def runner(small_onnx: Path):
+    with load(small_onnx) as r:
+        yield r
 
 
-def test_predict_contract(forecaster, small_inputs) -> None:
+def test_predict_contract(runner, small_inputs) -> None:
     x, lt = small_inputs
-    y = forecaster.predict(x, lt)
+    y = runner.predict(x, lt)
     assert y.shape == (2, 6, 32, 64) and y.dtype == np.float32 and np.isfinite(y).all()
     # list lead times and integer hours are fine; batch 1 vs 2 differs only by GEMM blocking (fp32 rounding)
-    np.testing.assert_allclose(forecaster.predict(x[:1], [24]), y[:1], atol=1e-5, rtol=0)
+    np.testing.assert_allclose(runner.predict(x[:1], [24]), y[:1], atol=1e-5, rtol=0)
 
 
-def test_providers_are_reported(forecaster) -> None:
-    info = forecaster.describe()
+def test_providers_are_reported(runner) -> None:
+    info = runner.describe()
     assert "CPUExecutionProvider" in info["providers_available"]
     assert info["providers_used"][0] in ("CPUExecutionProvider", "CUDAExecutionProvider")
     assert choose_providers("auto", ["CPUExecutionProvider"]) == ["CPUExecutionProvider"]
@@ -56,26 +56,26 @@ def test_providers_are_reported(forecaster) -> None:
         (lambda x, lt: (x, np.array([-6.0, 24.0])), r">= 0 hours"),
     ],
 )
-def test_bad_input_is_named(forecaster, small_inputs, mutate, message) -> None:
+def test_bad_input_is_named(runner, small_inputs, mutate, message) -> None:
     x, lt = small_inputs
     with pytest.raises(BadInputError, match=message):
-        forecaster.predict(*mutate(x, lt))
+        runner.predict(*mutate(x, lt))
 
 
-def test_nan_names_variable_and_count(forecaster, small_inputs) -> None:
+def test_nan_names_variable_and_count(runner, small_inputs) -> None:
     x, lt = small_inputs
     x = x.copy()
     x[1, 13, :3, 0] = np.nan
     x[0, 0, 0, 0] = np.inf
     with pytest.raises(BadInputError, match=r"u \(1 values\), elevation \(3 values\)"):
-        forecaster.predict(x, lt)
+        runner.predict(x, lt)
 
 
-def test_thread_safe(forecaster, small_inputs) -> None:
+def test_thread_safe(runner, small_inputs) -> None:
     x, lt = small_inputs
-    expected = forecaster.predict(x, lt)
+    expected = runner.predict(x, lt)
     with ThreadPoolExecutor(4) as pool:
-        results = list(pool.map(lambda _: forecaster.predict(x, lt), range(8)))
+        results = list(pool.map(lambda _: runner.predict(x, lt), range(8)))
     assert all(np.array_equal(r, expected) for r in results)
 
 
@@ -115,7 +115,7 @@ def test_manifest_must_agree_with_the_file(small_onnx: Path, tmp_path: Path) -> 
     path = _copy(small_onnx, tmp_path)
     manifest_file = Path(str(path) + ".manifest.json")
     manifest = json.loads(manifest_file.read_text())
-    manifest["grid"] = [64, 128]
+    manifest["model"]["grid"] = [64, 128]
     manifest_file.write_text(json.dumps(manifest))
     with pytest.raises(ModelFileError, match="disagrees"):
         load(path)
@@ -142,3 +142,24 @@ print("ok")
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"
+
+
+def test_load_options_are_typed(small_onnx: Path) -> None:
+    with load(small_onnx, OnnxRuntimeOptions(providers="cpu", threads=1)) as r:
+        assert r.options == OnnxRuntimeOptions(providers="cpu", threads=1)
+        assert r.describe()["providers_used"] == ["CPUExecutionProvider"]
+    with load(small_onnx, providers=["cpu"]) as r:  # keyword overrides set the same fields
+        assert r.options.providers == ("cpu",)
+    with pytest.raises(BadInputError, match=r"unknown load option\(s\) \['thread'\].*threads"):
+        load(small_onnx, thread=2)
+
+
+def test_close_releases_the_session(small_onnx: Path, small_inputs) -> None:
+    x, lt = small_inputs
+    r = load(small_onnx, providers="cpu")
+    r.predict(x, lt)
+    r.close()
+    assert r.closed and r.session is None
+    r.close()  # idempotent
+    with pytest.raises(BadInputError, match="closed"):
+        r.predict(x, lt)

@@ -10,20 +10,29 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from climax_deploy.artifacts import read_manifest, write_bytes_atomic, write_manifest
+from climax_deploy.artifacts import sha256_file, write_bytes_atomic
 from climax_deploy.errors import BadInputError, EngineBuildError, MissingBackendError, ModelFileError
-from climax_deploy.export.tensorrt_build import engine_manifest
+from climax_deploy.export.tensorrt_build import build_engine, engine_manifest
 from climax_deploy.export.tensorrt_profile import (
-    BatchProfile,
+    DEFAULT_DYNAMIC_PROFILE,
     EngineOptions,
+    engine_profile,
+    input_shapes,
     parse_size,
     plan_build,
     trtexec_command,
 )
+from climax_deploy.manifest import (
+    BatchSpec,
+    EngineManifest,
+    GpuRecord,
+    read_engine_manifest,
+    read_onnx_manifest,
+    write_manifest,
+)
+from climax_deploy.optional import TENSORRT_HINT
 from climax_deploy.runner import ModelSpec
 from climax_deploy.runtime.tensorrt_backend import (
-    INSTALL_HINT,
-    GpuInfo,
     TensorRTVersion,
     check_engine_compatibility,
     import_tensorrt,
@@ -37,23 +46,25 @@ HAS_TRT = tensorrt_available()
 # -- profiles and sizes -----------------------------------------------------------------------------
 
 
-def test_batch_profile_parsing_and_shapes() -> None:
-    profile = BatchProfile.parse("1,2,4")
-    assert (profile.min, profile.opt, profile.max) == (1, 2, 4)
-    assert BatchProfile.parse("3") == BatchProfile(3, 3, 3)
-    shapes = profile.input_shapes(15, (32, 64))
+def test_input_shapes_follow_the_profile() -> None:
+    shapes = input_shapes(BatchSpec.parse("1,2,4"), 15, (32, 64))
     assert shapes["x"] == ((1, 15, 32, 64), (2, 15, 32, 64), (4, 15, 32, 64))
     assert shapes["lead_times"] == ((1,), (2,), (4,))
-    for bad in ("4,2,1", "0,1,2", "1,2", "a,b,c", ""):
-        with pytest.raises(BadInputError, match="--batch"):
-            BatchProfile.parse(bad)
+    with pytest.raises(BadInputError, match="maximum"):
+        input_shapes(BatchSpec.dynamic(), 15, (32, 64))
 
 
-def test_fixed_batch_export_admits_only_its_batch() -> None:
-    BatchProfile(2, 2, 2).check_against(2)
-    BatchProfile(1, 2, 8).check_against("dynamic")
-    with pytest.raises(BadInputError, match="exported for batch 2"):
-        BatchProfile(1, 2, 4).check_against(2)
+def test_engine_profile_lies_within_the_export() -> None:
+    dynamic, fixed = BatchSpec.dynamic(), BatchSpec.fixed(2)
+    assert engine_profile(None, dynamic) == DEFAULT_DYNAMIC_PROFILE
+    assert engine_profile(None, fixed) == fixed
+    assert engine_profile(BatchSpec(1, 2, 8), dynamic) == BatchSpec(1, 2, 8)
+    with pytest.raises(BadInputError, match="exported for batch 2; use --batch 2"):
+        engine_profile(BatchSpec(1, 2, 4), fixed)
+    with pytest.raises(BadInputError, match="needs a maximum"):
+        engine_profile(BatchSpec.dynamic(), dynamic)
+    with pytest.raises(BadInputError, match="outside what the model takes"):
+        engine_profile(BatchSpec(1, 2, 8), BatchSpec(1, 1, 4))
 
 
 def test_parse_size() -> None:
@@ -74,6 +85,8 @@ def test_engine_options_validation() -> None:
         EngineOptions(hardware_compat="hopper+")
     with pytest.raises(BadInputError, match="version-compatible"):
         EngineOptions(exclude_lean_runtime=True)
+    with pytest.raises(BadInputError, match="inline, native, plugin"):
+        EngineOptions(attention="flash")
 
 
 # -- versions and build plans ------------------------------------------------------------------------
@@ -115,10 +128,11 @@ def test_attention_modes_are_gated_by_version() -> None:
 
 
 def test_trtexec_command_matches_the_options(tmp_path: Path) -> None:
-    options = EngineOptions(batch=BatchProfile(1, 2, 4), workspace_bytes=4 << 30, timing_cache=tmp_path / "t.cache",
-                            opt_level=5, version_compatible=True, exclude_lean_runtime=True, hardware_compat="ampere+")  # fmt: skip
+    options = EngineOptions(workspace_bytes=4 << 30, timing_cache=tmp_path / "t.cache", opt_level=5,
+                            version_compatible=True, exclude_lean_runtime=True, hardware_compat="ampere+")  # fmt: skip
     plan = plan_build("fp16", options, V11)
-    cmd = trtexec_command(Path("m.onnx"), Path("m.engine"), options, plan, 15, (32, 64))
+    shapes = input_shapes(BatchSpec(1, 2, 4), 15, (32, 64))
+    cmd = trtexec_command(Path("m.onnx"), Path("m.engine"), options, plan, shapes)
     assert cmd[:3] == ["trtexec", "--onnx=m.onnx", "--saveEngine=m.engine"]
     assert "--minShapes=x:1x15x32x64,lead_times:1" in cmd
     assert "--optShapes=x:2x15x32x64,lead_times:2" in cmd
@@ -127,58 +141,63 @@ def test_trtexec_command_matches_the_options(tmp_path: Path) -> None:
             "--excludeLeanRuntime", "--hardwareCompatibilityLevel=ampere+"} <= set(cmd)  # fmt: skip
     assert "--fp16" not in cmd
     flag_plan = plan_build("fp32", EngineOptions(precision="fp16"), V10_13)
-    flagged = trtexec_command(Path("m.onnx"), Path("m.engine"), EngineOptions(), flag_plan, 15, (32, 64))
+    flagged = trtexec_command(Path("m.onnx"), Path("m.engine"), EngineOptions(), flag_plan, shapes)
     assert "--fp16" in flagged and "--stronglyTyped" not in flagged
 
 
 # -- engine manifest and compatibility ---------------------------------------------------------------
 
-GPU = GpuInfo("NVIDIA H100 80GB HBM3", "9.0", 80 << 30)
+GPU = GpuRecord("NVIDIA H100 80GB HBM3", "9.0", 80 << 30)
 
 
-def _engine_with_manifest(tmp_path: Path, small_onnx: Path, options: EngineOptions, version: TensorRTVersion) -> Path:
+def _engine_with_manifest(
+    tmp_path: Path, small_onnx: Path, options: EngineOptions, version: TensorRTVersion, profile: BatchSpec | None = None
+) -> Path:
     """An engine file's manifest round trip; the engine bytes are a placeholder (no TensorRT here)."""
     engine = tmp_path / "small.engine"
     write_bytes_atomic(engine, b"placeholder: only the manifest is under test")
+    source = read_onnx_manifest(small_onnx)
     plan = plan_build("fp16", options, version)
-    manifest = engine_manifest(read_manifest(small_onnx), small_onnx, options, plan, version, GPU.as_dict(), 12.3)
-    write_manifest(engine, manifest)
+    profile = engine_profile(profile, source.batch)
+    write_manifest(engine, engine_manifest(source, profile, options, plan, version, GPU, 12.34))
     return engine
 
 
 def test_engine_manifest_round_trip(tmp_path: Path, small_onnx: Path) -> None:
-    options = EngineOptions(batch=BatchProfile(1, 2, 4), attention="native", hardware_compat="ampere+")
-    engine = _engine_with_manifest(tmp_path, small_onnx, options, V10_14)
-    manifest = read_manifest(engine)
-    assert manifest["kind"] == "tensorrt-engine"
-    assert manifest["tensorrt"] == {"version": "10.14.1", "major": 10}
-    assert manifest["gpu"]["name"] == GPU.name and manifest["gpu"]["compute_capability"] == "9.0"
-    assert manifest["precision"] == "fp16" and manifest["attention"] == "native"
-    assert manifest["profile"] == {"min": 1, "opt": 2, "max": 4}
-    assert manifest["profiles"][0]["x"]["max"] == [4, 15, 32, 64]
-    assert manifest["source_onnx"]["sha256"] == read_manifest(small_onnx)["sha256"]
+    options = EngineOptions(attention="native", hardware_compat="ampere+")
+    engine = _engine_with_manifest(tmp_path, small_onnx, options, V10_14, BatchSpec(1, 2, 4))
+    manifest = read_engine_manifest(engine)
+    source = read_onnx_manifest(small_onnx)
+    assert isinstance(manifest, EngineManifest) and manifest.file == "small.engine"
+    assert manifest.sha256 == sha256_file(engine) and manifest.tensorrt_version == "10.14.1"
+    assert manifest.gpu == GPU and manifest.batch == BatchSpec(1, 2, 4)
+    assert manifest.precision == "fp16" and manifest.attention == "native" and manifest.build_seconds == 12.3
+    assert manifest.hardware_compatibility == "ampere+" and manifest.opt_level == 3
+    assert (manifest.source_onnx.path, manifest.source_onnx.sha256) == ("small.onnx", source.sha256)
+    assert manifest.source_precision == source.precision
+    assert manifest.model == source.model  # the export's record (config, standardisation, provenance) as is
     spec = ModelSpec.from_manifest(manifest)
-    assert spec.batch is None and spec.max_batch == 4 and spec.grid == (32, 64)
+    assert spec.batch.size is None and spec.batch.max == 4 and spec.grid == (32, 64)
     check_engine_compatibility(manifest, V10_14, GPU)
 
 
 def test_engine_from_another_tensorrt_or_gpu_is_refused(tmp_path: Path, small_onnx: Path) -> None:
-    manifest = read_manifest(_engine_with_manifest(tmp_path, small_onnx, EngineOptions(), V10_13))
+    manifest = read_engine_manifest(_engine_with_manifest(tmp_path, small_onnx, EngineOptions(), V10_13))
     with pytest.raises(ModelFileError, match=r"built with TensorRT 10\.13\.0 but 10\.14\.1 is installed; rebuild"):
         check_engine_compatibility(manifest, V10_14, GPU)
     with pytest.raises(ModelFileError, match=r"compute capability 9\.0.*8\.9"):
-        check_engine_compatibility(manifest, V10_13, GpuInfo("NVIDIA L4", "8.9", 24 << 30))
+        check_engine_compatibility(manifest, V10_13, GpuRecord("NVIDIA L4", "8.9", 24 << 30))
     check_engine_compatibility(manifest, V10_13, None)  # no GPU query: the version check alone
 
 
 def test_version_compatible_engines_are_forward_compatible_only(tmp_path: Path, small_onnx: Path) -> None:
     options = EngineOptions(version_compatible=True, hardware_compat="ampere+")
-    manifest = read_manifest(_engine_with_manifest(tmp_path, small_onnx, options, V10_14))
-    check_engine_compatibility(manifest, V11, GpuInfo("NVIDIA L4", "8.9", 24 << 30))
+    manifest = read_engine_manifest(_engine_with_manifest(tmp_path, small_onnx, options, V10_14))
+    check_engine_compatibility(manifest, V11, GpuRecord("NVIDIA L4", "8.9", 24 << 30))
     with pytest.raises(ModelFileError, match="forward only"):
         check_engine_compatibility(manifest, V10_13, GPU)
     with pytest.raises(ModelFileError, match="Ampere"):
-        check_engine_compatibility(manifest, V10_14, GpuInfo("Tesla T4", "7.5", 16 << 30))
+        check_engine_compatibility(manifest, V10_14, GpuRecord("Tesla T4", "7.5", 16 << 30))
 
 
 # -- without TensorRT --------------------------------------------------------------------------------
@@ -190,8 +209,19 @@ def test_missing_tensorrt_is_one_line_saying_what_to_install() -> None:
     with pytest.raises(MissingBackendError) as info:
         import_tensorrt()
     message = str(info.value)
-    assert message == INSTALL_HINT and "\n" not in message
+    assert message.endswith(TENSORRT_HINT) and "\n" not in message
     assert "pypi.nvidia.com" in message and "nvcr.io/nvidia/tensorrt" in message
+
+
+@pytest.mark.skipif(HAS_TRT, reason="TensorRT is installed on this machine")
+def test_build_engine_checks_file_names_then_tensorrt_first(tmp_path: Path, small_onnx: Path) -> None:
+    with pytest.raises(BadInputError, match="must end in .engine"):
+        build_engine(small_onnx, tmp_path / "m.plan")
+    with pytest.raises(BadInputError, match="does not exist"):
+        build_engine(tmp_path / "absent.onnx")
+    with pytest.raises(MissingBackendError, match="pip install tensorrt"):
+        build_engine(small_onnx, tmp_path / "m.engine")
+    assert not (tmp_path / "m.engine").exists()
 
 
 def test_runtime_imports_without_tensorrt_and_load_needs_it_only_for_engines(tmp_path: Path, small_onnx: Path) -> None:
@@ -220,26 +250,14 @@ def test_runtime_imports_without_tensorrt_and_load_needs_it_only_for_engines(tmp
 @pytest.mark.parametrize("attention", ["inline", "native"])
 def test_small_fp16_engine_builds_and_passes_parity(attention: str, tmp_path: Path) -> None:
     from climax_deploy.export.cli import main as export_main
-    from climax_deploy.export.tensorrt_build import build_engine
     from climax_deploy.runtime import load
     from climax_deploy.validate.parity import run_parity
 
     onnx_path = tmp_path / "small16.onnx"
     assert export_main(["--preset", "small", "--precision", "fp16", "-o", str(onnx_path), "-q"]) == 0
     engine = tmp_path / f"small16.{attention}.engine"
-    build_engine(onnx_path, engine, EngineOptions(batch=BatchProfile(1, 2, 2), attention=attention))
+    build_engine(onnx_path, engine, EngineOptions(batch=BatchSpec(1, 2, 2), attention=attention))
     with load(engine) as forecaster:
         x = np.zeros((2, 15, 32, 64), np.float32)
         assert forecaster.predict(x, np.array([24.0, 48.0], np.float32)).shape == (2, 6, 32, 64)
     assert run_parity(engine, ("mountain", "flat")).passed
-
-
-def test_engine_manifest_carries_the_export_record(tmp_path: Path, small_onnx: Path) -> None:
-    source = read_manifest(small_onnx)
-    manifest = read_manifest(_engine_with_manifest(tmp_path, small_onnx, EngineOptions(), V10_13))
-    for key in ("model_config", "variables", "output_variables", "grid", "seed"):
-        assert manifest[key] == source[key]
-    for key in set(source) - {"format", "file", "sha256", "kind", "external_data", "opset", "custom_op",
-                              "versions", "created_utc", "batch", "precision"}:  # fmt: skip
-        assert manifest[key] == source[key], key
-    assert manifest["kind"] == "tensorrt-engine" and manifest["file"] == "small.engine"

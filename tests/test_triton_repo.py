@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -12,9 +12,13 @@ import pytest
 text_format = pytest.importorskip("google.protobuf.text_format")
 model_config_pb2 = pytest.importorskip("tritonclient.grpc.model_config_pb2", reason="tritonclient[grpc] not installed")
 
-from climax_deploy.artifacts import sha256_file, write_manifest
-from climax_deploy.errors import BadInputError
+from climax_deploy.artifacts import sha256_file
+from climax_deploy.errors import BadInputError, ModelFileError
+from climax_deploy.export.tensorrt_build import engine_manifest
+from climax_deploy.export.tensorrt_profile import EngineOptions, plan_build
 from climax_deploy.export.triton_repo import TritonRepoOptions, write_triton_repo
+from climax_deploy.manifest import BatchSpec, GpuRecord, read_onnx_manifest, write_manifest
+from climax_deploy.runtime.tensorrt_backend import TensorRTVersion
 from climax_deploy.serving.load import check_loopback
 
 BIN = Path(sys.executable).parent
@@ -28,12 +32,13 @@ def parse(path: Path) -> model_config_pb2.ModelConfig:
 @pytest.fixture
 def fake_engine(tmp_path: Path, small_onnx: Path) -> Path:
     """A stand-in plan file with an engine manifest (TensorRT cannot run here; only the repo layout is tested)."""
-    onnx_manifest = json.loads(Path(str(small_onnx) + ".manifest.json").read_text())
     engine = tmp_path / "small.engine"
     engine.write_bytes(b"not a real plan")
-    manifest = {k: onnx_manifest[k] for k in ("variables", "output_variables", "grid", "batch")}
-    write_manifest(engine, {**manifest, "kind": "tensorrt-engine", "max_batch": 2, "attention": "plugin",
-                            "profile": {"min": 1, "opt": 1, "max": 2}})  # fmt: skip
+    version, options = TensorRTVersion(10, 14), EngineOptions(attention="plugin")
+    plan = plan_build("fp32", options, version)
+    gpu = GpuRecord("NVIDIA L4", "8.9", 24 << 30)
+    source = read_onnx_manifest(small_onnx)
+    write_manifest(engine, engine_manifest(source, BatchSpec(1, 1, 2), options, plan, version, gpu, 1.0))
     return engine
 
 
@@ -56,7 +61,7 @@ def test_onnx_repository_config(small_onnx: Path, tmp_path: Path) -> None:
     assert cfg.parameters["intra_op_thread_count"].string_value == "2"
     version = tmp_path / "repo" / "climax_onnx" / "1"
     assert sha256_file(version / "model.onnx") == sha256_file(small_onnx)
-    assert json.loads((version / "model.onnx.manifest.json").read_text())["standardisation"]["pm25"] == [25.0, 15.0]
+    assert read_onnx_manifest(version / "model.onnx").model.standardisation.stats["pm25"] == (25.0, 15.0)
 
 
 def test_engine_gets_the_tensorrt_backend_capped_at_its_profile(
@@ -76,9 +81,7 @@ def test_engine_gets_the_tensorrt_backend_capped_at_its_profile(
 def test_fixed_batch_artifact_is_not_batched(tmp_path: Path, small_onnx: Path) -> None:
     onnx = tmp_path / "fixed.onnx"
     onnx.write_bytes(small_onnx.read_bytes())
-    manifest = json.loads(Path(str(small_onnx) + ".manifest.json").read_text())
-    manifest.update(batch=2)
-    write_manifest(onnx, {k: v for k, v in manifest.items() if k not in ("format", "file", "sha256")})
+    write_manifest(onnx, replace(read_onnx_manifest(small_onnx), batch=BatchSpec.fixed(2)))
     cfg = parse(write_triton_repo(tmp_path / "repo", onnx=onnx)["climax_onnx"])
     assert cfg.max_batch_size == 0 and list(cfg.input[0].dims) == [2, 15, 32, 64] and list(cfg.input[1].dims) == [2]
     assert not cfg.HasField("dynamic_batching")
@@ -93,6 +96,19 @@ def test_rewrite_replaces_only_its_models(small_onnx: Path, tmp_path: Path) -> N
     assert not any(p.name.startswith(".") for p in tmp_path.iterdir())
     with pytest.raises(BadInputError, match="outside 1..2"):
         write_triton_repo(repo, onnx=small_onnx, options=TritonRepoOptions(max_batch=2, preferred_batch_sizes=(4,)))
+
+
+def test_artifacts_of_the_wrong_kind_or_options_out_of_range_are_refused(
+    small_onnx: Path, fake_engine: Path, tmp_path: Path
+) -> None:
+    with pytest.raises(ModelFileError, match="kind 'tensorrt-engine', expected 'onnx'"):
+        write_triton_repo(tmp_path / "repo", onnx=fake_engine)
+    with pytest.raises(ModelFileError, match="kind 'onnx', expected 'tensorrt-engine'"):
+        write_triton_repo(tmp_path / "repo", engine=small_onnx)
+    assert not (tmp_path / "repo").exists()
+    for bad in ({"max_batch": 0}, {"instances": 0}, {"onnx_instance_kind": "tpu"}, {"max_queue_delay_us": -1}):
+        with pytest.raises(BadInputError):
+            TritonRepoOptions(**bad)  # type: ignore[arg-type]
 
 
 def test_cli(small_onnx: Path, tmp_path: Path) -> None:

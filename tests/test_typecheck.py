@@ -2,7 +2,8 @@
 
 TensorRT cannot be installed here, so this is how its API use is checked in CI. Two wrinkles:
 - the package directories are mapped (runtime/ -> climax_deploy.runtime, ...), which mypy cannot
-  follow through the editable install, so a temporary tree of symlinks recreates the package;
+  follow through the editable install, so a temporary tree of symlinks recreates the package
+  (tests/package_tree.py, from pyproject's package-dir);
 - tensorrt-stubs 10.13.0.35.1 ships .pyi files mypy cannot parse (four parameters named `in`, one
   parameter without a default after defaulted ones) and no py.typed marker; a copy with only those
   lines repaired is put on MYPYPATH. Nothing else in the stubs changes.
@@ -18,9 +19,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from package_tree import ROOT, assemble_package  # tests/ is on sys.path under pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-PACKAGE_DIRS = {"model": "model", "export": "export", "runtime": "runtime", "validate": "validate"}
 CHECKED = [
     "export/fp16.py",
     "export/attention_modes.py",
@@ -52,12 +52,7 @@ def repair_stub(text: str) -> str:
 
 def typecheck_root(tmp: Path) -> Path:
     """Build the symlinked package tree and the repaired stubs under `tmp`."""
-    package = tmp / "climax_deploy"
-    package.mkdir(parents=True)
-    for source in (ROOT / "climax_deploy").glob("*.py"):
-        (package / source.name).symlink_to(source)
-    for name, directory in PACKAGE_DIRS.items():
-        (package / name).symlink_to(ROOT / directory, target_is_directory=True)
+    assemble_package(tmp)
     for stub in STUB_PACKAGES:
         source_dir = _stub_dir(stub)
         if source_dir is None:

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from climax_deploy.validate.metrics import TOLERANCES, ErrorMetrics, Tolerance, error_metrics, signal_fidelity
+from climax_deploy.validate.metrics import (
+    TOLERANCES,
+    ErrorMetrics,
+    Tolerance,
+    error_metrics,
+    signal_fidelity,
+    tolerance,
+)
 from climax_deploy.validate.parity import ParityReport, format_report, run_parity
 from climax_deploy.validate.terrain import BUILTIN_TERRAINS, load_terrain_file, make_terrain
 
@@ -18,4 +25,5 @@ __all__ = [
     "make_terrain",
     "run_parity",
     "signal_fidelity",
+    "tolerance",
 ]

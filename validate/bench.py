@@ -25,29 +25,49 @@ import time
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from climax_deploy.cli import EXIT_OK, ArgParser, run_cli
+from climax_deploy.errors import BadInputError
+
+if TYPE_CHECKING:
+    from climax_deploy.manifest import Manifest
+    from climax_deploy.model.physics_attention import AttentionImpl
+    from climax_deploy.runner import Runner
 
 BACKENDS = ("torch-literal", "torch-fused", "onnxruntime", "tensorrt")
 DEFAULT_BACKENDS = ("torch-literal", "torch-fused", "onnxruntime")
 BASELINE = "torch-fused"
 REFERENCE = "torch-literal"
+LEAD_TIME_H = 24.0
 
 
-def _sample(config: dict[str, Any], seed: int) -> tuple[np.ndarray, np.ndarray]:
+def _check_plan(backends: Sequence[str], engine: Path | None, runs: int, warmup: int) -> None:
+    """BadInputError for unknown backends, tensorrt without an engine, or impossible run counts."""
+    unknown = [b for b in backends if b not in BACKENDS]
+    if unknown:
+        raise BadInputError(f"expected backends among {list(BACKENDS)}, got unknown {unknown}")
+    if "tensorrt" in backends and engine is None:
+        raise BadInputError("the tensorrt backend needs an engine (--engine FILE.engine), got none")
+    if runs < 1 or warmup < 0:
+        raise BadInputError(f"expected runs >= 1 and warm-up runs >= 0, got {runs} and {warmup}")
+
+
+def bench_sample(manifest: Manifest, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The seeded mountain sample [1, V, H, W], standardised with the artifact's statistics, and its lead time."""
     from climax_deploy.synthetic import synthetic_sample
     from climax_deploy.validate.terrain import make_terrain
 
-    grid = tuple(config["img_size"])
-    x = synthetic_sample(tuple(config["variables"]), make_terrain("mountain", grid, seed), seed)[None]
-    return x, np.array([24.0], dtype=np.float32)
+    record = manifest.model
+    terrain = make_terrain("mountain", record.grid, seed)
+    x = synthetic_sample(record.variables, terrain, seed, record.standardisation)[None]
+    return x, np.array([LEAD_TIME_H], dtype=np.float32)
 
 
-def _predictor(backend: str, model_path: Path, manifest: dict[str, Any], threads: int | None) -> Any:
-    """A forecaster for one backend (imports only what that backend needs)."""
+def bench_runner(backend: str, artifact: Path, manifest: Manifest, threads: int | None) -> Runner:
+    """The runner of one backend (imports only what that backend needs); `artifact` is the .onnx or .engine."""
     if backend.startswith("torch-"):
         import torch
 
@@ -56,62 +76,74 @@ def _predictor(backend: str, model_path: Path, manifest: dict[str, Any], threads
 
         if threads:
             torch.set_num_threads(threads)
-        return TorchRunner(reference_from_manifest(manifest), attention=backend.removeprefix("torch-"))
-    from climax_deploy.runtime import load
+        attention: AttentionImpl = "literal" if backend == REFERENCE else "fused"
+        return TorchRunner(reference_from_manifest(manifest), attention=attention, precision="fp32", manifest=manifest)
+    from climax_deploy.validate.parity import load_artifact
 
     if backend == "onnxruntime":
-        return load(model_path, providers="cpu", threads=threads)
-    return load(model_path)
+        from climax_deploy.runtime import OnnxRuntimeOptions
+
+        return load_artifact(artifact, OnnxRuntimeOptions(providers="cpu", threads=threads))
+    return load_artifact(artifact)
 
 
-def worker(args: argparse.Namespace) -> int:
-    """Child process: time one backend, save its output, print a JSON result line."""
-    from climax_deploy.artifacts import read_manifest
+def time_backend(
+    backend: str,
+    model_path: Path,
+    output: Path,
+    *,
+    engine: Path | None = None,
+    runs: int = 3,
+    warmup: int = 1,
+    seed: int = 0,
+    threads: int | None = None,
+) -> dict[str, Any]:
+    """Time one backend in this process (the worker of run_bench); save its output to `output` (.npy)."""
+    from climax_deploy.manifest import read_manifest
 
-    model_path = Path(args.model)
+    _check_plan([backend], engine, runs, warmup)
     manifest = read_manifest(model_path)
-    x, lead = _sample(manifest["model_config"], args.seed)
+    x, lead = bench_sample(manifest, seed)
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    predictor = _predictor(args.worker, Path(args.engine or model_path), manifest, args.threads)
-    times = []
-    y = None
-    for i in range(args.warmup + args.runs):
-        start = time.perf_counter()
-        y = predictor.predict(x, lead)
-        elapsed = time.perf_counter() - start
-        if i >= args.warmup:
-            times.append(elapsed)
-        print(f"[climax-bench] {args.worker}: run {i + 1}/{args.warmup + args.runs} {elapsed:.2f} s"
-              f"{' (warm-up)' if i < args.warmup else ''}", file=sys.stderr, flush=True)  # fmt: skip
-    assert y is not None
-    np.save(args.output, y)
-    result = {
-        "backend": args.worker,
+    artifact = engine if backend == "tensorrt" and engine is not None else model_path
+    times: list[float] = []
+    y = np.empty(0, dtype=np.float32)
+    with bench_runner(backend, artifact, manifest, threads) as runner:
+        for i in range(warmup + runs):
+            start = time.perf_counter()
+            y = runner.predict_batched(x, lead)
+            elapsed = time.perf_counter() - start
+            if i >= warmup:
+                times.append(elapsed)
+            print(f"[climax-bench] {backend}: run {i + 1}/{warmup + runs} {elapsed:.2f} s"
+                  f"{' (warm-up)' if i < warmup else ''}", file=sys.stderr, flush=True)  # fmt: skip
+        described = runner.describe()
+    np.save(output, y)
+    return {
+        "backend": backend,
         "times_s": times,
         "median_s": statistics.median(times),
         "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6,
         "rss_before_gb": rss_before / 1e6,
-        "describe": predictor.describe(),
+        "describe": described,
     }
-    print(json.dumps(result, default=str))
-    return EXIT_OK
 
 
 def profile_onnxruntime(model_path: Path, seed: int, threads: int | None, top: int = 10) -> list[dict[str, Any]]:
     """ONNX Runtime's own per-node profile of one run, summed by operator type."""
-    import onnxruntime as ort
+    from climax_deploy.manifest import read_onnx_manifest
+    from climax_deploy.optional import ONNXRUNTIME
+    from climax_deploy.schema import INPUT_NAME, LEAD_TIMES_NAME
 
-    from climax_deploy.artifacts import read_manifest
-
-    manifest = read_manifest(model_path)
-    x, lead = _sample(manifest["model_config"], seed)
+    ort = ONNXRUNTIME.load()
+    x, lead = bench_sample(read_onnx_manifest(model_path), seed)
     options = ort.SessionOptions()
     options.enable_profiling = True
     options.profile_file_prefix = str(Path(tempfile.mkdtemp()) / "ort_profile")
     if threads:
         options.intra_op_num_threads = threads
     session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
-    session.run(None, {"x": x, "lead_times": lead})
+    session.run(None, {INPUT_NAME: x, LEAD_TIMES_NAME: lead})
     events = json.loads(Path(session.end_profiling()).read_text())
     by_op: dict[str, float] = defaultdict(float)
     for event in events:
@@ -122,18 +154,25 @@ def profile_onnxruntime(model_path: Path, seed: int, threads: int | None, top: i
     return [{"op": op, "seconds": s, "share": s / total} for op, s in ranked]
 
 
-def _ensure_model(args: argparse.Namespace) -> Path:
-    if args.model:
-        return Path(args.model)
-    path = Path("build/bench") / f"{args.preset}.onnx"
+def ensure_model(model: Path | None, preset: str, seed: int) -> Path:
+    """`model`, or build/bench/<preset>.onnx, exported (seeded weights) if absent."""
+    if model is not None:
+        return model
+    path = Path("build/bench") / f"{preset}.onnx"
     if not path.is_file():
-        from climax_deploy.export import ExportOptions, export_onnx
-        from climax_deploy.model import build_model
+        from climax_deploy.export.onnx_export import export_model
         from climax_deploy.progress import Progress
 
-        export_onnx(build_model(args.preset, seed=args.seed), path, ExportOptions(),
-                    {"preset": args.preset, "seed": args.seed}, Progress("climax-bench"))  # fmt: skip
+        export_model(preset, path, seed=seed, progress=Progress("climax-bench"))
     return path
+
+
+def parse_backends(text: str) -> list[str]:
+    """--backends 'a,b' -> ['a', 'b'], each one of BACKENDS."""
+    backends = [b.strip() for b in text.split(",") if b.strip()]
+    if not backends or any(b not in BACKENDS for b in backends):
+        raise argparse.ArgumentTypeError(f"expected some of {', '.join(BACKENDS)} (comma-separated), got {text!r}")
+    return backends
 
 
 def _machine() -> str:
@@ -148,28 +187,33 @@ def _machine() -> str:
     return f"{os.cpu_count()} cores, {cpu}"
 
 
-def run_bench(args: argparse.Namespace) -> dict[str, Any]:
+def run_bench(
+    model_path: Path,
+    backends: Sequence[str] = DEFAULT_BACKENDS,
+    *,
+    engine: Path | None = None,
+    runs: int = 3,
+    warmup: int = 1,
+    threads: int | None = None,
+    seed: int = 0,
+    profile: bool = False,
+) -> dict[str, Any]:
+    """Time each backend in its own process; ratios against PyTorch `fused`, parity against `literal`."""
     from climax_deploy.validate.metrics import error_metrics
 
-    model_path = _ensure_model(args)
-    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
-    unknown = [b for b in backends if b not in BACKENDS]
-    if unknown:
-        from climax_deploy.errors import BadInputError
-
-        raise BadInputError(f"unknown backends {unknown}; expected some of {list(BACKENDS)}")
+    _check_plan(backends, engine, runs, warmup)
     results: dict[str, dict[str, Any]] = {}
     outputs: dict[str, np.ndarray] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for backend in backends:
             out = Path(tmp) / f"{backend}.npy"
             cmd = [sys.executable, "-m", "climax_deploy.validate.bench", "--worker", backend, "--model",
-                   str(model_path), "--output", str(out), "--runs", str(args.runs), "--warmup", str(args.warmup),
-                   "--seed", str(args.seed)]  # fmt: skip
-            if args.threads:
-                cmd += ["--threads", str(args.threads)]
-            if args.engine:
-                cmd += ["--engine", str(args.engine)]
+                   str(model_path), "--output", str(out), "--runs", str(runs), "--warmup", str(warmup),
+                   "--seed", str(seed)]  # fmt: skip
+            if threads:
+                cmd += ["--threads", str(threads)]
+            if engine:
+                cmd += ["--engine", str(engine)]
             print(f"[climax-bench] {backend} ...", file=sys.stderr, flush=True)
             proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
             if proc.returncode != 0:
@@ -188,17 +232,18 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
     report: dict[str, Any] = {
         "model": str(model_path),
         "machine": _machine(),
-        "runs": args.runs,
-        "warmup": args.warmup,
+        "runs": runs,
+        "warmup": warmup,
         "results": list(results.values()),
     }
-    if args.profile and "onnxruntime" in backends:
+    if profile and "onnxruntime" in backends:
         print("[climax-bench] profiling ONNX Runtime ...", file=sys.stderr, flush=True)
-        report["onnxruntime_profile"] = profile_onnxruntime(model_path, args.seed, args.threads)
+        report["onnxruntime_profile"] = profile_onnxruntime(model_path, seed, threads)
     return report
 
 
 def format_bench(report: dict[str, Any]) -> str:
+    """The benchmark table as text."""
     lines = [f"model: {report['model']}   machine: {report['machine']}   "
              f"median of {report['runs']} runs after {report['warmup']} warm-up"]  # fmt: skip
     header = f"{'backend':<15} {'median s':>9} {'min s':>7} {'max s':>7} {'peak RSS GB':>12} {'x fused':>8} {'rel L2 vs literal':>18}"
@@ -222,11 +267,14 @@ def format_bench(report: dict[str, Any]) -> str:
 
 
 def build_parser() -> ArgParser:
+    """climax-bench's arguments (and the hidden ones of its per-backend worker processes)."""
     p = ArgParser(prog="climax-bench", description=__doc__.split("\n\n")[0] if __doc__ else None)
     p.add_argument("--preset", default="full", help="preset to export when --model is not given (default full)")
-    p.add_argument("--model", help="exported .onnx to benchmark (default: build/bench/<preset>.onnx, exported if absent)")
-    p.add_argument("--engine", help="TensorRT engine for the tensorrt backend")
-    p.add_argument("--backends", default=",".join(DEFAULT_BACKENDS), help=f"comma-separated, of {', '.join(BACKENDS)}")
+    p.add_argument("--model", type=Path,
+                   help="exported .onnx to benchmark (default: build/bench/<preset>.onnx, exported if absent)")  # fmt: skip
+    p.add_argument("--engine", type=Path, help="TensorRT engine for the tensorrt backend")
+    p.add_argument("--backends", type=parse_backends, default=list(DEFAULT_BACKENDS),
+                   help=f"comma-separated, of {', '.join(BACKENDS)} (default {','.join(DEFAULT_BACKENDS)})")  # fmt: skip
     p.add_argument("--runs", type=int, default=3, help="timed runs per backend (default 3)")
     p.add_argument("--warmup", type=int, default=1, help="warm-up runs per backend (default 1)")
     p.add_argument("--threads", type=int, default=None, help="intra-op threads for torch and ONNX Runtime")
@@ -234,15 +282,21 @@ def build_parser() -> ArgParser:
     p.add_argument("--profile", action="store_true", help="also profile ONNX Runtime's operators")
     p.add_argument("--json", type=Path, metavar="FILE", help="write the report as JSON")
     p.add_argument("--worker", choices=BACKENDS, help=argparse.SUPPRESS)
-    p.add_argument("--output", help=argparse.SUPPRESS)
+    p.add_argument("--output", type=Path, help=argparse.SUPPRESS)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run climax-bench (or, with --worker, time one backend and print its result as one JSON line)."""
     args = build_parser().parse_args(argv)
     if args.worker:
-        return worker(args)
-    report = run_bench(args)
+        result = time_backend(args.worker, args.model, args.output, engine=args.engine, runs=args.runs,
+                              warmup=args.warmup, seed=args.seed, threads=args.threads)  # fmt: skip
+        print(json.dumps(result, default=str))
+        return EXIT_OK
+    model = ensure_model(args.model, args.preset, args.seed)
+    report = run_bench(model, args.backends, engine=args.engine, runs=args.runs, warmup=args.warmup,
+                       threads=args.threads, seed=args.seed, profile=args.profile)  # fmt: skip
     print(format_bench(report))
     if args.json:
         from climax_deploy.artifacts import write_json_atomic
@@ -252,6 +306,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def entry() -> None:
+    """Console script `climax-bench`."""
     sys.exit(run_cli("climax-bench", main))
 
 

@@ -13,12 +13,19 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import resource
 import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
+
+from climax_deploy.artifacts import write_json_atomic
+from climax_deploy.cli import EXIT_OK, ArgParser, run_cli
+from climax_deploy.errors import BadInputError
 
 VARIANTS = {
     "cpu": ("literal", "sdpa_bias", "op"),
@@ -35,11 +42,14 @@ LABELS = {
 
 
 def _rss_bytes() -> int:
+    """This process's resident memory now (ru_maxrss is the peak)."""
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * resource.getpagesize()
 
 
-def run_variant(variant: str, device: str, batch: int, heads: int, seq_len: int, head_dim: int, dtype: str, repeats: int) -> dict[str, Any]:
+def run_variant(
+    variant: str, device: str, batch: int, heads: int, seq_len: int, head_dim: int, dtype: str, repeats: int
+) -> dict[str, Any]:
     """Time one variant in this process; returns median seconds, peak extra bytes, a checksum."""
     import torch
     import torch.nn.functional as F
@@ -74,7 +84,7 @@ def run_variant(variant: str, device: str, batch: int, heads: int, seq_len: int,
             from climax_deploy.kernels import elevation_attention
 
             return elevation_attention(q, k, v, e, beta)
-        raise ValueError(f"unknown variant {variant!r}")
+        raise BadInputError(f"variant must be one of {sorted(LABELS)}, got {variant!r}")
 
     cuda = device == "cuda"
     with torch.no_grad():
@@ -114,32 +124,65 @@ def run_variant(variant: str, device: str, batch: int, heads: int, seq_len: int,
     }
 
 
-def _child(args: argparse.Namespace, variant: str) -> dict[str, Any]:
+def _child(variant: str, device: str, batch: int, heads: int, seq_len: int, head_dim: int, dtype: str,
+           repeats: int) -> dict[str, Any]:  # fmt: skip
+    """run_variant in a fresh process, so its peak memory is its own."""
     cmd = [
         sys.executable, "-m", "climax_deploy.validate.bench_attention", "--_child", variant,
-        "--device", args.device, "--batch", str(args.batch[0]), "--heads", str(args.heads),
-        "--seq-len", str(args.seq_len), "--head-dim", str(args.head_dim), "--dtype", args.dtype,
-        "--repeats", str(args.repeats),
+        "--device", device, "--batch", str(batch), "--heads", str(heads),
+        "--seq-len", str(seq_len), "--head-dim", str(head_dim), "--dtype", dtype,
+        "--repeats", str(repeats),
     ]  # fmt: skip
     done = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         return {"variant": variant, "error": done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "failed"}
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
 
 
 def _machine(device: str) -> str:
     if device == "cuda":
         import torch
 
-        return torch.cuda.get_device_name()
+        return str(torch.cuda.get_device_name())
     try:
         with open("/proc/cpuinfo") as f:
             model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
     except (OSError, StopIteration):
         model = "unknown CPU"
-    import os
-
     return f"{model}, {os.cpu_count()} cores"
+
+
+def fused_variant(device: str) -> str:
+    """The variant the others are compared with: the Triton kernel on CUDA, the blocked op on CPU."""
+    return "kernel" if device == "cuda" else "op"
+
+
+def run_benchmark(
+    device: str = "cpu",
+    batches: Sequence[int] | None = None,
+    heads: int = 8,
+    seq_len: int = 8192,
+    head_dim: int = 96,
+    dtype: str | None = None,
+    repeats: int | None = None,
+    variants: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """Every variant of `device` at each batch size, each in its own process; defaults per device."""
+    if device not in VARIANTS:
+        raise BadInputError(f"device must be one of {list(VARIANTS)}, got {device!r}")
+    variants = list(variants or VARIANTS[device])
+    unknown = [v for v in variants if v not in VARIANTS[device]]
+    if unknown:
+        raise BadInputError(f"variants on {device} are {list(VARIANTS[device])}, got {unknown}")
+    dtype = dtype or ("float16" if device == "cuda" else "float32")
+    repeats = repeats or (20 if device == "cuda" else 3)
+    report: dict[str, Any] = {"device": device, "machine": _machine(device), "runs": []}
+    for batch in batches or ([1, 2] if device == "cuda" else [1]):
+        results = [_child(v, device, batch, heads, seq_len, head_dim, dtype, repeats) for v in variants]
+        report["runs"].append({"batch": batch, "heads": heads, "seq_len": seq_len, "head_dim": head_dim,
+                               "dtype": dtype, "results": results})  # fmt: skip
+    return report
 
 
 def table(results: list[dict[str, Any]], fused: str) -> str:
@@ -160,9 +203,20 @@ def table(results: list[dict[str, Any]], fused: str) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="climax-bench-attention", description=__doc__.splitlines()[0])
-    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+def format_report(report: dict[str, Any]) -> str:
+    """One heading and table per batch size."""
+    fused = fused_variant(report["device"])
+    blocks = []
+    for run in report["runs"]:
+        blocks.append(f"\n{report['machine']}: B={run['batch']}, H={run['heads']}, N={run['seq_len']}, "
+                      f"D={run['head_dim']}, {run['dtype']}\n{table(run['results'], fused)}")  # fmt: skip
+    return "\n".join(blocks)
+
+
+def build_parser() -> ArgParser:
+    """climax-bench-attention's arguments (and the hidden one of its per-variant child processes)."""
+    parser = ArgParser(prog="climax-bench-attention", description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--device", choices=tuple(VARIANTS), default="cpu")
     parser.add_argument("--batch", type=int, nargs="+", default=None, help="batch sizes (cpu: 1; cuda: 1 2)")
     parser.add_argument("--heads", type=int, default=8)
     parser.add_argument("--seq-len", type=int, default=8192)
@@ -170,36 +224,32 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dtype", default=None, help="q/k/v dtype (cpu: float32; cuda: float16)")
     parser.add_argument("--repeats", type=int, default=None, help="timed runs per variant (cpu 3, cuda 20)")
     parser.add_argument("--variants", nargs="+", default=None, help="subset of the device's variants")
-    parser.add_argument("--json", help="write the results to this file")
+    parser.add_argument("--json", type=Path, help="write the results to this file")
     parser.add_argument("--_child", help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    args.dtype = args.dtype or ("float16" if args.device == "cuda" else "float32")
-    args.repeats = args.repeats or (20 if args.device == "cuda" else 3)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run climax-bench-attention (or, with --_child, time one variant and print it as one JSON line)."""
+    args = build_parser().parse_args(argv)
     if args._child:
+        dtype = args.dtype or ("float16" if args.device == "cuda" else "float32")
+        repeats = args.repeats or (20 if args.device == "cuda" else 3)
         batch = args.batch[0] if args.batch else 1
-        result = run_variant(args._child, args.device, batch, args.heads, args.seq_len, args.head_dim, args.dtype, args.repeats)
-        print(json.dumps(result))
-        return 0
-    batches = args.batch or ([1, 2] if args.device == "cuda" else [1])
-    variants = args.variants or list(VARIANTS[args.device])
-    fused = "kernel" if args.device == "cuda" else "op"
-    report: dict[str, Any] = {"device": args.device, "machine": _machine(args.device), "runs": []}
-    for batch in batches:
-        args.batch = [batch]
-        results = [_child(args, variant) for variant in variants]
-        report["runs"].append({"batch": batch, "heads": args.heads, "seq_len": args.seq_len, "head_dim": args.head_dim,
-                               "dtype": args.dtype, "results": results})  # fmt: skip
-        print(f"\n{report['machine']}: B={batch}, H={args.heads}, N={args.seq_len}, D={args.head_dim}, {args.dtype}")
-        print(table(results, fused))
+        print(json.dumps(run_variant(args._child, args.device, batch, args.heads, args.seq_len, args.head_dim,
+                                     dtype, repeats)))  # fmt: skip
+        return EXIT_OK
+    report = run_benchmark(args.device, args.batch, args.heads, args.seq_len, args.head_dim, args.dtype,
+                           args.repeats, args.variants)  # fmt: skip
+    print(format_report(report))
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(report, f, indent=2)
-    return 0
+        write_json_atomic(args.json, report)
+    return EXIT_OK
 
 
 def entry() -> None:
     """Console script `climax-bench-attention`."""
-    raise SystemExit(main())
+    sys.exit(run_cli("climax-bench-attention", main))
 
 
 if __name__ == "__main__":

@@ -8,9 +8,21 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from climax_deploy.cli import EXIT_FAILED, EXIT_OK, ArgParser, run_cli
+from climax_deploy.validate.metrics import TOLERANCES
+from climax_deploy.validate.parity import BACKENDS, MIXED_BATCH_MAX_PATCHES
+
+
+def _tolerances_help() -> str:
+    """'fp32: rel L2 1e-5, fidelity 1e-4; ...' from the one table of tolerances."""
+
+    def short(value: float) -> str:
+        return f"{value:.0e}".replace("e-0", "e-")
+
+    return "; ".join(f"{p}: rel L2 {short(t.rel_l2)}, fidelity {short(t.fidelity)}" for p, t in TOLERANCES.items())
 
 
 def build_parser() -> ArgParser:
+    """check-parity's arguments."""
     p = ArgParser(
         prog="check-parity",
         description=(
@@ -20,11 +32,11 @@ def build_parser() -> ArgParser:
         ),
     )
     p.add_argument("model", type=Path, help="exported .onnx file or TensorRT .engine (with its .manifest.json beside it)")
-    p.add_argument("--backend", default="auto", choices=["auto", "onnxruntime", "tensorrt", "torch"],
+    p.add_argument("--backend", default="auto", choices=list(BACKENDS),
                    help="auto (default): by suffix (.onnx -> onnxruntime, .engine -> tensorrt); torch: the "
                         "PyTorch model of the manifest run eagerly in --precision")  # fmt: skip
-    p.add_argument("--precision", choices=["fp32", "fp16"], default=None,
-                   help="tolerances to apply (fp32: rel L2 1e-5, fidelity 1e-4; fp16: 5e-3, 2e-2); default: the artifact's")  # fmt: skip
+    p.add_argument("--precision", choices=list(TOLERANCES), default=None,
+                   help=f"tolerances to apply ({_tolerances_help()}); default: the artifact's")  # fmt: skip
     p.add_argument("--save-polygraphy", type=Path, metavar="DIR",
                    help="write the inputs and reference outputs in Polygraphy's JSON formats to DIR, with the "
                         "polygraphy run commands in DIR/README.txt")  # fmt: skip
@@ -34,7 +46,8 @@ def build_parser() -> ArgParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic weather fields (default 0)")
     p.add_argument("--lead-time", type=float, default=24.0, help="lead time in hours (default 24)")
     p.add_argument("--mixed-batch", action=argparse.BooleanOptionalAction, default=None,
-                   help="also run all terrains as one batch (default: on up to 2048 patches)")  # fmt: skip
+                   help="also run all terrains as one batch, split at the artifact's batch limit "
+                        f"(default: on up to {MIXED_BATCH_MAX_PATCHES} patches)")  # fmt: skip
     p.add_argument("--checkpoint", type=Path, help="weights for the reference if not recorded in the manifest")
     p.add_argument("--providers", default="auto", help="ONNX Runtime providers: auto (default), cpu, cuda")
     p.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads")
@@ -44,11 +57,14 @@ def build_parser() -> ArgParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run check-parity; exit 0 pass, 1 fail (a ClimaxDeployError becomes exit 2 in `entry`)."""
     args = build_parser().parse_args(argv)
     from climax_deploy.artifacts import write_json_atomic
     from climax_deploy.progress import Progress
+    from climax_deploy.runtime import OnnxRuntimeOptions
     from climax_deploy.validate.parity import format_report, run_parity
 
+    onnx = args.model.suffix == ".onnx"
     report = run_parity(
         args.model,
         args.terrain or ["mountain", "flat"],
@@ -56,7 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         lead_time=args.lead_time,
         mixed_batch=args.mixed_batch,
         checkpoint=args.checkpoint,
-        load_options={"providers": args.providers, "threads": args.threads} if args.model.suffix == ".onnx" else {},
+        load_options=OnnxRuntimeOptions(providers=args.providers, threads=args.threads) if onnx else None,
         progress=Progress("check-parity", enabled=not args.quiet),
         backend_name=args.backend,
         precision=args.precision,
@@ -69,4 +85,5 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def entry() -> None:
+    """Console script `check-parity`."""
     sys.exit(run_cli("check-parity", main))

@@ -3,23 +3,29 @@
 from __future__ import annotations
 
 import gc
-import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
 
-from climax_deploy.artifacts import read_manifest, sha256_file
+from climax_deploy.artifacts import sha256_file
 from climax_deploy.errors import BadInputError, ModelFileError
+from climax_deploy.manifest import Manifest, read_manifest
 from climax_deploy.progress import Progress
 from climax_deploy.runner import Runner
 from climax_deploy.synthetic import synthetic_sample
-from climax_deploy.validate.metrics import TOLERANCES, ErrorMetrics, Tolerance, error_metrics, signal_fidelity
+from climax_deploy.validate.metrics import ErrorMetrics, Tolerance, error_metrics, signal_fidelity, tolerance
 from climax_deploy.validate.terrain import resolve_terrain
 
-log = logging.getLogger(__name__)
+if TYPE_CHECKING:  # torch and the backends are imported only when a parity run needs them
+    from climax_deploy.model.climax import ClimaX
+    from climax_deploy.runtime.onnxruntime_backend import OnnxRuntimeOptions
+    from climax_deploy.runtime.tensorrt_backend import TensorRTOptions
+
+# Typed runtime options, or a mapping of their fields (as `runtime.load` takes keyword overrides).
+LoadOptions = Union["OnnxRuntimeOptions", "TensorRTOptions", Mapping[str, Any], None]
 
 BASELINE_TERRAIN = "flat"
 MIXED_BATCH_MAX_PATCHES = 2048  # above this the mixed batch is opt-in (full size: ~6 GB per sample in ORT)
@@ -27,6 +33,8 @@ MIXED_BATCH_MAX_PATCHES = 2048  # above this the mixed batch is opt-in (full siz
 
 @dataclass(frozen=True)
 class ParityRow:
+    """One output variable of one case against the reference."""
+
     case: str  # e.g. "mountain", "flat", "mountain+flat (batch 2)"
     variable: str
     metrics: ErrorMetrics
@@ -35,6 +43,8 @@ class ParityRow:
 
 @dataclass(frozen=True)
 class SignalRow:
+    """How well the artifact keeps one terrain's signal on one output variable."""
+
     terrain: str  # delta = y(terrain) - y(flat)
     variable: str
     mean_abs_delta: float  # size of the reference's terrain signal
@@ -44,6 +54,8 @@ class SignalRow:
 
 @dataclass
 class ParityReport:
+    """Everything check-parity prints and writes as JSON."""
+
     backend: dict[str, Any]
     precision: str
     tolerance: Tolerance
@@ -72,20 +84,54 @@ class ParityReport:
         }
 
 
-def reference_from_manifest(manifest: dict[str, Any], checkpoint: str | Path | None = None) -> Any:
-    """Rebuild the fp32 PyTorch reference the artifact was exported from (same config, seed or weights)."""
+def reference_from_manifest(manifest: Manifest, checkpoint: str | Path | None = None) -> ClimaX:
+    """Rebuild the fp32 PyTorch reference the artifact came from: its config, and its seed or checkpoint.
+
+    checkpoint: weights to use instead of the checkpoint the manifest records (which must be unchanged).
+    """
     from climax_deploy.model import build_model
 
-    config = dict(manifest["model_config"])
-    recorded = manifest.get("checkpoint")
-    if checkpoint is None and recorded:
-        checkpoint = recorded["path"]
-        if not Path(checkpoint).is_file():
-            raise BadInputError(f"the model was exported from checkpoint {checkpoint}, which is gone; pass --checkpoint")
-        if sha256_file(checkpoint) != recorded["sha256"]:
-            raise BadInputError(f"checkpoint {checkpoint} changed since export (sha256 differs); pass --checkpoint")
-    seed = manifest.get("seed")
-    return build_model(config, seed=int(seed) if seed is not None else 0, checkpoint=checkpoint)
+    record = manifest.model
+    if checkpoint is None and record.checkpoint is not None:
+        checkpoint = Path(record.checkpoint.path)
+        if not checkpoint.is_file():
+            raise BadInputError(
+                f"the model was exported from checkpoint {checkpoint}, which is gone; pass --checkpoint"
+            )
+        actual = sha256_file(checkpoint)
+        if actual != record.checkpoint.sha256:
+            raise BadInputError(
+                f"checkpoint {checkpoint} changed since export: sha256 {actual[:12]}..., the manifest records "
+                f"{record.checkpoint.sha256[:12]}...; pass --checkpoint"
+            )
+    seed = record.seed if record.seed is not None else 0
+    return build_model(dict(record.config), seed=seed, checkpoint=checkpoint)
+
+
+def plugin_registrar() -> Callable[[], object] | None:
+    """The ElevationAttention plugin's registration for plugin engines, where the kernels package imports."""
+    try:
+        from climax_deploy.kernels.trt_plugin import register_elevation_attention_plugin
+    except ImportError:
+        return None
+    return register_elevation_attention_plugin
+
+
+def load_artifact(model_path: str | Path, options: LoadOptions = None) -> Runner:
+    """`runtime.load` with typed options (or keyword overrides); engines get the plugin registration."""
+    from climax_deploy.runtime import load
+
+    path = Path(model_path)
+    overrides: dict[str, Any] = {}
+    if isinstance(options, Mapping):
+        overrides, options = dict(options), None
+    if path.suffix == ".engine":
+        from climax_deploy.runtime.tensorrt_backend import TensorRTOptions
+
+        engine_options = options if isinstance(options, TensorRTOptions) else None
+        if (engine_options is None or engine_options.register_plugins is None) and "register_plugins" not in overrides:
+            overrides["register_plugins"] = plugin_registrar()
+    return load(path, options, **overrides)
 
 
 def run_parity(
@@ -96,7 +142,7 @@ def run_parity(
     lead_time: float = 24.0,
     mixed_batch: bool | None = None,
     checkpoint: str | Path | None = None,
-    load_options: dict[str, Any] | None = None,
+    load_options: LoadOptions = None,
     progress: Progress | None = None,
     backend_name: str = "auto",
     precision: str | None = None,
@@ -106,38 +152,27 @@ def run_parity(
 
     backend_name: 'auto' (by suffix), 'onnxruntime' (.onnx), 'tensorrt' (.engine) or 'torch' (the PyTorch
     model rebuilt from the manifest, run eagerly in `precision`). precision picks the tolerances
-    (default: the artifact's). save_polygraphy: a directory for Polygraphy's --load-inputs/--load-outputs.
+    (default: the artifact's). mixed_batch: also run every terrain as one batch, split at the artifact's
+    batch limit (default: on up to MIXED_BATCH_MAX_PATCHES patches). load_options: OnnxRuntimeOptions or
+    TensorRTOptions, or a mapping of their fields. save_polygraphy: a directory for Polygraphy's
+    --load-inputs/--load-outputs.
     """
-    from climax_deploy.model.runner import TorchRunner
-    from climax_deploy.runtime import load
-
     progress = progress or Progress("check-parity", enabled=False)
     model_path = Path(model_path)
     if not model_path.is_file():
         raise ModelFileError(f"model file {model_path} does not exist")
-    manifest = read_manifest(model_path)
     check_backend(model_path, backend_name)
-    precision = precision or str(manifest.get("precision", "fp32"))
-    if precision not in TOLERANCES:
-        raise BadInputError(f"precision {precision!r} has no stated tolerance; expected one of {sorted(TOLERANCES)}")
-    grid = (int(manifest["grid"][0]), int(manifest["grid"][1]))
-    variables = tuple(manifest["variables"])
-    outputs = tuple(manifest["output_variables"])
-
-    cases: dict[str, np.ndarray] = {}
-    for spec in [*terrains, *([] if BASELINE_TERRAIN in terrains else [BASELINE_TERRAIN])]:
-        label, metres = resolve_terrain(spec, grid, seed)
-        cases[label] = synthetic_sample(variables, metres, seed)[None]  # [1, V, H, W]
-    lead = np.array([lead_time], dtype=np.float32)
+    manifest = read_manifest(model_path)
+    precision = precision or manifest.precision
+    tol = tolerance(precision)
+    record = manifest.model
+    cases = parity_inputs(manifest, terrains, seed)
+    lead = np.full(1, lead_time, dtype=np.float32)
     if mixed_batch is None:
-        mixed_batch = int(manifest.get("num_patches", 0)) <= MIXED_BATCH_MAX_PATCHES
+        mixed_batch = record.num_patches <= MIXED_BATCH_MAX_PATCHES
 
     with progress.stage("running the PyTorch reference (fp32, literal)"):
-        reference_model = reference_from_manifest(manifest, checkpoint)
-        reference = TorchRunner(reference_model, attention="literal")
-        refs = {label: reference.predict(x, lead) for label, x in cases.items()}
-        del reference, reference_model
-        gc.collect()
+        refs = reference_outputs(manifest, cases, lead, checkpoint)
     if save_polygraphy is not None:
         from climax_deploy.validate.polygraphy_io import save_polygraphy_data
 
@@ -145,27 +180,25 @@ def run_parity(
                              model=model_path, precision=precision)  # fmt: skip
     with progress.stage(f"loading {model_path.name}"):
         if backend_name == "torch":
-            backend = _torch_backend(manifest, checkpoint, precision)
+            runner = torch_runner(manifest, checkpoint, precision)
         else:
-            backend = load(model_path, **(load_options or {}))
-    outs: dict[str, np.ndarray] = {}
-    with progress.stage(f"running {backend.backend}"):
-        for label, x in cases.items():
-            outs[label] = _predict(backend, x, lead)
-    mixed: dict[str, np.ndarray] = {}
-    if mixed_batch and len(cases) > 1 and backend.spec.batch in (None, len(cases)):
-        with progress.stage(f"running {backend.backend} on one mixed batch of {len(cases)}"):
-            stacked = np.concatenate(list(cases.values()))
-            y = backend.predict(stacked, np.full(len(cases), lead_time, np.float32))
-            mixed = {label: y[i : i + 1] for i, label in enumerate(cases)}
+            runner = load_artifact(model_path, load_options)
+    with runner:
+        outs: dict[str, np.ndarray] = {}
+        with progress.stage(f"running {runner.backend}"):
+            for label, x in cases.items():
+                outs[label] = runner.predict_batched(x, lead)
+        mixed: dict[str, np.ndarray] = {}
+        if mixed_batch and len(cases) > 1:
+            with progress.stage(f"running {runner.backend} on one mixed batch of {len(cases)}"):
+                y = runner.predict_batched(np.concatenate(list(cases.values())), np.repeat(lead, len(cases)))
+                mixed = {label: y[i : i + 1] for i, label in enumerate(cases)}
+        report = ParityReport(backend=runner.describe(), precision=precision, tolerance=tol, seconds=progress.timings)
 
-    tol = TOLERANCES[precision]
-    report = ParityReport(backend=backend.describe(), precision=precision, tolerance=tol, seconds=progress.timings)
-    backend.close()
     batch_label = "+".join(cases) + f" (batch {len(cases)})"
     for case_label, results in [*((lbl, {lbl: outs[lbl]}) for lbl in cases), (batch_label, mixed)]:
         for label, y in results.items():
-            for v, name in enumerate(outputs):
+            for v, name in enumerate(record.output_variables):
                 m = error_metrics(y[0, v], refs[label][0, v])
                 row_case = case_label if case_label != batch_label else f"{label} in {batch_label}"
                 report.rows.append(ParityRow(row_case, name, m, m.rel_l2 <= tol.rel_l2))
@@ -174,10 +207,33 @@ def run_parity(
             continue
         d_ref = refs[label] - refs[BASELINE_TERRAIN]
         d_out = outs[label] - outs[BASELINE_TERRAIN]
-        for v, name in enumerate(outputs):
+        for v, name in enumerate(record.output_variables):
             fid = signal_fidelity(d_out[0, v], d_ref[0, v])
             report.signal.append(SignalRow(label, name, float(np.abs(d_ref[0, v]).mean()), fid, fid <= tol.fidelity))
     return report
+
+
+def parity_inputs(manifest: Manifest, terrains: Sequence[str], seed: int = 0) -> dict[str, np.ndarray]:
+    """One standardised sample [1, V, H, W] per terrain, plus the flat baseline: the same seeded weather
+    on every terrain, standardised with the artifact's statistics."""
+    record = manifest.model
+    cases: dict[str, np.ndarray] = {}
+    for spec in [*terrains, *([] if BASELINE_TERRAIN in terrains else [BASELINE_TERRAIN])]:
+        label, metres = resolve_terrain(spec, record.grid, seed)
+        cases[label] = synthetic_sample(record.variables, metres, seed, record.standardisation)[None]
+    return cases
+
+
+def reference_outputs(
+    manifest: Manifest, cases: Mapping[str, np.ndarray], lead: np.ndarray, checkpoint: str | Path | None = None
+) -> dict[str, np.ndarray]:
+    """The fp32 `literal` PyTorch reference on each case; its weights are freed before returning."""
+    from climax_deploy.model.runner import TorchRunner
+
+    with TorchRunner(reference_from_manifest(manifest, checkpoint), attention="literal", manifest=manifest) as ref:
+        outputs = {label: ref.predict_batched(x, lead) for label, x in cases.items()}
+    gc.collect()  # at full size the reference holds gigabytes the artifact's runner needs next
+    return outputs
 
 
 BACKENDS: dict[str, str | None] = {"auto": None, "onnxruntime": ".onnx", "tensorrt": ".engine", "torch": ".onnx"}
@@ -192,23 +248,12 @@ def check_backend(model_path: Path, backend: str) -> None:
         raise BadInputError(f"--backend {backend} runs {suffix} files, got {model_path.name}")
 
 
-def _torch_backend(manifest: dict[str, Any], checkpoint: str | Path | None, precision: str) -> Runner:
+def torch_runner(manifest: Manifest, checkpoint: str | Path | None, precision: str) -> Runner:
     """The PyTorch model rebuilt from the manifest, eager, fused attention, in `precision`."""
-    import torch
-
     from climax_deploy.model.runner import TorchRunner
 
-    dtype = {"fp32": torch.float32, "fp16": torch.float16}[precision]
-    return TorchRunner(reference_from_manifest(manifest, checkpoint), attention="fused", dtype=dtype)
-
-
-def _predict(backend: Runner, x: np.ndarray, lead: np.ndarray) -> np.ndarray:
-    """One sample through a backend, tiling it where the artifact has a fixed batch > 1."""
-    fixed = backend.spec.batch
-    if fixed is None or fixed == 1:
-        return backend.predict(x, lead)
-    y = backend.predict(np.repeat(x, fixed, axis=0), np.repeat(lead, fixed))
-    return y[:1]
+    model = reference_from_manifest(manifest, checkpoint)
+    return TorchRunner(model, attention="fused", precision=precision, manifest=manifest)
 
 
 def format_report(report: ParityReport) -> str:

@@ -6,54 +6,59 @@
 - DIR/reference_outputs.json: a RunResults with the fp32 PyTorch reference's outputs {"y": ...},
   Polygraphy's `--load-outputs` format;
 - DIR/README.txt: the `polygraphy run` command lines for the engine (--trt) and the ONNX (--onnxrt).
-Tolerances are Polygraphy's element-wise ones (pass where |diff| <= atol or |diff| / |ref| <= rtol),
-chosen per precision from the measured errors (see POLYGRAPHY_TOLERANCES).
+Tolerances are Polygraphy's element-wise ones (pass where |diff| <= atol or |diff| / |ref| <= rtol):
+the atol and rtol of climax_deploy.validate.metrics.TOLERANCES for the artifact's precision.
 """
 
 from __future__ import annotations
 
 import shlex
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
-from climax_deploy.errors import MissingBackendError
+from climax_deploy.errors import BadInputError
+from climax_deploy.optional import POLYGRAPHY
 from climax_deploy.schema import INPUT_NAME, LEAD_TIMES_NAME, OUTPUT_NAME
+from climax_deploy.validate.metrics import TOLERANCES, tolerance
 
 REFERENCE_RUNNER = "climax-deploy-pytorch-reference"
 INPUTS_FILE = "inputs.json"
 OUTPUTS_FILE = "reference_outputs.json"
-# (atol, rtol) element-wise. fp32: measured max |diff| ~3e-6 on outputs of order 1. fp16 on ONNX
-# Runtime CPU: max |diff| 6e-4; TensorRT's fp16 kernels accumulate differently, so 1e-2 leaves room
-# while still failing a broken physics path (terrain signal ~1e-2, errors of a wrong mask ~1e-1).
-POLYGRAPHY_TOLERANCES: dict[str, tuple[float, float]] = {"fp32": (1e-4, 1e-3), "fp16": (1e-2, 1e-2)}
+# (atol, rtol) per precision, as `polygraphy run` takes them.
+POLYGRAPHY_TOLERANCES: dict[str, tuple[float, float]] = {p: (t.atol, t.rtol) for p, t in TOLERANCES.items()}
 
 
 @dataclass(frozen=True)
 class PolygraphyFiles:
+    """The files `polygraphy run` loads: --load-inputs and --load-outputs."""
+
     inputs: Path
     outputs: Path
 
     def command(self, model: str | Path, backend: str, precision: str) -> list[str]:
         """`polygraphy run MODEL --trt|--onnxrt --load-inputs ... --load-outputs ...` with our tolerances."""
-        atol, rtol = POLYGRAPHY_TOLERANCES[precision]
-        flag = {"trt": "--trt", "tensorrt": "--trt", "onnxrt": "--onnxrt", "onnxruntime": "--onnxrt"}[backend]
+        tol = tolerance(precision)
+        flags = {"trt": "--trt", "tensorrt": "--trt", "onnxrt": "--onnxrt", "onnxruntime": "--onnxrt"}
+        if backend not in flags:
+            raise BadInputError(f"Polygraphy backend must be one of {sorted(flags)}, got {backend!r}")
+        flag = flags[backend]
         cmd = ["polygraphy", "run", str(model), flag]
         if flag == "--trt" and str(model).endswith(".engine"):
             cmd += ["--model-type", "engine"]
         cmd += ["--load-inputs", str(self.inputs), "--load-outputs", str(self.outputs),
-                "--atol", str(atol), "--rtol", str(rtol)]  # fmt: skip
+                "--atol", str(tol.atol), "--rtol", str(tol.rtol)]  # fmt: skip
         return cmd
 
 
 def _polygraphy() -> tuple[object, object]:
-    try:
-        from polygraphy.comparator import RunResults
-        from polygraphy.json import save_json
-    except ImportError as exc:
-        raise MissingBackendError("--save-polygraphy needs Polygraphy: pip install polygraphy==0.53.6") from exc
+    """Polygraphy's save_json and RunResults, or MissingBackendError saying what to install."""
+    replace(POLYGRAPHY, purpose="--save-polygraphy").load()
+    from polygraphy.comparator import RunResults
+    from polygraphy.json import save_json
+
     return save_json, RunResults
 
 
@@ -66,7 +71,9 @@ def save_polygraphy_data(
 ) -> PolygraphyFiles:
     """Write the inputs and reference outputs (one iteration per feed) in Polygraphy's formats."""
     if len(feeds) != len(reference_outputs):
-        raise ValueError(f"{len(feeds)} feeds but {len(reference_outputs)} reference outputs")
+        raise BadInputError(
+            f"expected one reference output per feed: {len(feeds)} feeds, got {len(reference_outputs)} outputs"
+        )
     save_json, run_results = _polygraphy()
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
