@@ -76,14 +76,15 @@ class BatchSpec:
         text = text.strip()
         if text == "dynamic":
             return cls.dynamic()
+        expected = f"expected 'dynamic' or a positive integer N or MIN,OPT,MAX with 1 <= MIN <= OPT <= MAX, got {text!r}"
         try:
             values = [int(p) for p in text.split(",")]
         except ValueError:
-            raise BadInputError(f"expected 'dynamic', N or MIN,OPT,MAX (e.g. 1,2,4), got {text!r}") from None
+            raise BadInputError(expected) from None
         if len(values) == 1:
             values *= 3
-        if len(values) != 3:
-            raise BadInputError(f"expected 'dynamic', N or MIN,OPT,MAX (e.g. 1,2,4), got {text!r}")
+        if len(values) != 3 or not 1 <= values[0] <= values[1] <= values[2]:
+            raise BadInputError(expected)
         return cls(*values)
 
     @property

@@ -54,7 +54,7 @@ def test_without_tensorrt_exit_2_and_one_line_saying_what_to_install(model: Path
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--batch", "4,2,1"], "1 <= min <= opt <= max"),
+        (["--batch", "4,2,1"], "1 <= MIN <= OPT <= MAX"),
         (["--batch", "x"], "MIN,OPT,MAX"),
         (["--workspace", "lots"], "size like 4GiB"),
         (["--opt-level", "9"], "opt-level must be 0..5"),

@@ -169,7 +169,7 @@ def test_depth_six_config_exports(tmp_path: Path) -> None:
     ("args", "message"),
     [
         (["--batch", "1,2,4"], "'dynamic' or a fixed size N"),
-        (["--batch", "x"], "expected 'dynamic', N"),
+        (["--batch", "x"], "expected 'dynamic' or a positive integer"),
         (["--stats", "absent.json"], "stats file absent.json does not exist"),
         (["--preset", "medium"], "unknown preset 'medium'"),
         (["-o", "m.bin"], "must end in .onnx"),
