@@ -13,6 +13,14 @@ from typing import NoReturn
 
 from climax_deploy.errors import ClimaxDeployError
 
+
+def describe_os_error(exc: OSError) -> str:
+    """One line for an OSError: the reason and the path(s) it concerns."""
+    if not exc.strerror:
+        return (str(exc).splitlines() or [type(exc).__name__])[0]
+    paths = " -> ".join(str(p) for p in (exc.filename, exc.filename2) if p is not None)
+    return f"{exc.strerror}: {paths}" if paths else exc.strerror
+
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -26,15 +34,16 @@ class ArgParser(argparse.ArgumentParser):
 
 
 def run_cli(prog: str, main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None) -> int:
-    """Run `main`; a ClimaxDeployError or a missing file becomes one stderr line and exit code 2."""
+    """Run `main`; a ClimaxDeployError or an OSError (missing file, read-only disk) becomes one stderr
+    line and exit code 2."""
     logging.basicConfig(level=logging.WARNING, format=f"{prog}: %(message)s")
     try:
         return main(argv)
     except ClimaxDeployError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except (FileNotFoundError, PermissionError, IsADirectoryError) as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
+    except OSError as exc:  # a missing file, a read-only or full disk, a file where a folder should be
+        print(f"{prog}: error: {describe_os_error(exc)}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)

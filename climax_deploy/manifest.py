@@ -12,14 +12,16 @@ from another schema version is refused with the version it has and the one this 
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar, Union
 
-from climax_deploy.artifacts import sha256_file, write_json_atomic
+from climax_deploy.artifacts import ArtifactWriter, sha256_file
 from climax_deploy.errors import BadInputError, ModelFileError
 from climax_deploy.schema import (
     CUSTOM_DOMAIN,
@@ -32,9 +34,10 @@ from climax_deploy.schema import (
 from climax_deploy.standardisation import Standardisation, check_stats
 
 FORMAT = "climax-deploy/manifest"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3  # 3: model.lat and model.lon (the training grid's coordinates)
 MANIFEST_SUFFIX = ".manifest.json"
 METADATA_KEY = "climax_deploy.manifest"  # the manifest embedded in an ONNX file's metadata_props
+CONTENT_KEY = "content_sha256"  # sha256 of the manifest's canonical JSON without this field
 ONNX_KIND = "onnx"
 ENGINE_KIND = "tensorrt-engine"
 PRECISIONS: tuple[str, ...] = ("fp32", "fp16")
@@ -142,6 +145,8 @@ class ModelRecord:
     variables: tuple[str, ...]
     output_variables: tuple[str, ...]
     grid: tuple[int, int]
+    lat: tuple[float, ...]  # the training grid's cell centres in degrees_north, in the model's row order
+    lon: tuple[float, ...]  # ... and in degrees_east, in its column order
     patch_size: int
     num_patches: int
     config: Mapping[str, Any]  # ModelConfig.to_dict(): enough to rebuild the PyTorch reference
@@ -239,6 +244,8 @@ def _model_json(m: ModelRecord) -> dict[str, Any]:
         "variables": list(m.variables),
         "output_variables": list(m.output_variables),
         "grid": list(m.grid),
+        "lat": list(m.lat),
+        "lon": list(m.lon),
         "patch_size": m.patch_size,
         "num_patches": m.num_patches,
         "config": dict(m.config),
@@ -369,6 +376,17 @@ def _batch(f: _Fields) -> BatchSpec:
         raise ModelFileError(f"{f.source}: field 'batch': {exc}") from None
 
 
+def _coordinates(m: _Fields, key: str, size: int) -> tuple[float, ...]:
+    """A grid coordinate: `size` finite, strictly monotonic numbers in degrees."""
+    value = m.get(key)
+    ok = isinstance(value, list) and len(value) == size and size >= 2
+    ok = ok and all(not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v) for v in value)
+    steps = [b - a for a, b in zip(value, value[1:])] if ok else []
+    if not ok or not (all(d > 0 for d in steps) or all(d < 0 for d in steps)):
+        raise m._bad(key, f"{size} strictly monotonic degrees (one per grid cell)", value)
+    return tuple(float(v) for v in value)
+
+
 def _model(f: _Fields) -> ModelRecord:
     m = f.sub("model")
     try:
@@ -379,13 +397,16 @@ def _model(f: _Fields) -> ModelRecord:
     missing = [v for v in variables if v not in stats]
     if missing:
         raise ModelFileError(f"{f.source}: field 'model.standardisation' lacks variable(s) {', '.join(missing)}")
+    grid = m.grid("grid")
     config = m.get("config")
     if not isinstance(config, Mapping):
         raise m._bad("config", "an object (the model config)", config)
     return ModelRecord(
         variables=variables,
         output_variables=m.names("output_variables"),
-        grid=m.grid("grid"),
+        grid=grid,
+        lat=_coordinates(m, "lat", grid[0]),
+        lon=_coordinates(m, "lon", grid[1]),
         patch_size=m.int("patch_size", 1),
         num_patches=m.int("num_patches", 1),
         config=dict(config),
@@ -453,12 +474,41 @@ def manifest_path(artifact: str | os.PathLike[str]) -> Path:
     return Path(str(artifact) + MANIFEST_SUFFIX)
 
 
-def write_manifest(artifact: str | os.PathLike[str], manifest: M) -> M:
-    """Write the sidecar manifest atomically with the artifact's name and sha256; return what was written."""
+def content_sha256(obj: Mapping[str, Any]) -> str:
+    """sha256 of a manifest's canonical JSON (sorted keys, no spaces) without its CONTENT_KEY."""
+    body = {k: v for k, v in obj.items() if k != CONTENT_KEY}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def manifest_bytes(manifest: Manifest) -> bytes:
+    """The sidecar file's bytes: the manifest's JSON with its content checksum."""
+    obj = to_json(manifest)
+    obj[CONTENT_KEY] = content_sha256(obj)
+    return (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode()
+
+
+def stage_manifest(writer: ArtifactWriter, artifact: str | os.PathLike[str], manifest: M, staged: Path) -> M:
+    """Stage the sidecar of `artifact` in `writer`, its sha256 taken from `staged` (the artifact's
+    temporary, renamed with it); return the manifest as it will be written."""
     artifact = Path(artifact)
-    final = replace(manifest, file=artifact.name, sha256=sha256_file(artifact))
-    write_json_atomic(manifest_path(artifact), to_json(final))
+    final = replace(manifest, file=artifact.name, sha256=sha256_file(staged))
+    writer.stage(manifest_path(artifact)).write_bytes(manifest_bytes(final))
     return final
+
+
+def write_artifact(artifact: str | os.PathLike[str], data: bytes, manifest: M) -> M:
+    """Write `artifact` (its bytes) and its manifest as one unit; return the manifest as written."""
+    with ArtifactWriter(artifact) as writer:
+        staged = writer.stage(artifact)
+        staged.write_bytes(data)
+        return stage_manifest(writer, artifact, manifest, staged)
+
+
+def write_manifest(artifact: str | os.PathLike[str], manifest: M) -> M:
+    """Write the sidecar manifest of an existing artifact atomically with its name and sha256."""
+    artifact = Path(artifact)
+    with ArtifactWriter(artifact) as writer:
+        return stage_manifest(writer, artifact, manifest, artifact)
 
 
 def read_manifest(artifact: str | os.PathLike[str], *, verify: bool = True, kind: str | None = None) -> Manifest:
@@ -474,6 +524,8 @@ def read_manifest(artifact: str | os.PathLike[str], *, verify: bool = True, kind
         obj = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ModelFileError(f"{path}: manifest is not valid JSON ({exc})") from exc
+    if verify and isinstance(obj, dict) and obj.get("format") == FORMAT:
+        check_content(obj, path)  # before parsing: an edit is named as such, not as the field it broke
     manifest = from_json(obj, str(path))
     if kind is not None and manifest.kind != kind:
         raise ModelFileError(f"{artifact}: manifest says kind {manifest.kind!r}, expected {kind!r}")
@@ -494,12 +546,28 @@ def read_engine_manifest(artifact: str | os.PathLike[str], *, verify: bool = Tru
     return manifest
 
 
+def check_content(obj: Mapping[str, Any], path: Path) -> None:
+    """ModelFileError unless the manifest's content matches its content_sha256 (an edited manifest)."""
+    recorded = obj.get(CONTENT_KEY)
+    if not isinstance(recorded, str):
+        raise ModelFileError(f"{path}: manifest has no {CONTENT_KEY}; expected one from this climax-deploy, re-export the model")
+    actual = content_sha256(obj)
+    if actual != recorded:
+        raise ModelFileError(
+            f"{path}: manifest content sha256 {actual[:12]}... does not match its {CONTENT_KEY} {recorded[:12]}...; "
+            "the manifest was edited after export, re-export the model instead"
+        )
+
+
 def check_checksums(artifact: Path, manifest: Manifest) -> None:
     actual = sha256_file(artifact)
     if actual != manifest.sha256:
+        hint = ""
+        if manifest.kind == ONNX_KIND:
+            hint = "; load(path, verify=False) accepts a re-serialised model whose embedded manifest agrees"
         raise ModelFileError(
             f"{artifact}: sha256 {actual[:12]}... does not match the manifest's {manifest.sha256[:12]}...; "
-            "the file is truncated or was changed after export"
+            f"the file is truncated or was changed after export{hint}"
         )
     for name, digest in getattr(manifest, "external_data", {}).items():
         data = artifact.parent / name
@@ -543,6 +611,19 @@ def check_embedded(metadata: Mapping[str, str], manifest: OnnxManifest, source: 
     for key, (sidecar, inside) in pairs.items():
         if sidecar != inside:
             raise ModelFileError(f"{source}: manifest {key}={sidecar!r} disagrees with the file's {inside!r}")
+    # Everything else too (standardisation, config, opset ...): all but the checksums set at write time.
+    unchecked = {"file", "sha256", "external_data", CONTENT_KEY}
+    ours, theirs = to_json(manifest), to_json(embedded)
+    for key in sorted(set(ours) | set(theirs)):
+        if key in unchecked or ours.get(key) == theirs.get(key):
+            continue
+        sub_a, sub_b = ours.get(key), theirs.get(key)
+        if isinstance(sub_a, dict) and isinstance(sub_b, dict):
+            key = next((f"{key}.{k}" for k in sorted(set(sub_a) | set(sub_b)) if sub_a.get(k) != sub_b.get(k)), key)
+        raise ModelFileError(
+            f"{source}: manifest field {key!r} disagrees with the manifest embedded in the file; "
+            "expected the sidecar written with this model (re-export it)"
+        )
 
 
 __all__ = [
@@ -557,7 +638,9 @@ __all__ = [
     "ONNX_KIND",
     "OnnxManifest",
     "SCHEMA_VERSION",
+    "CONTENT_KEY",
     "check_embedded",
+    "content_sha256",
     "embedded_metadata",
     "from_json",
     "manifest_path",
@@ -565,5 +648,8 @@ __all__ = [
     "read_manifest",
     "read_onnx_manifest",
     "to_json",
+    "manifest_bytes",
+    "stage_manifest",
+    "write_artifact",
     "write_manifest",
 ]

@@ -72,6 +72,8 @@ POLYGRAPHY = OptionalDependency("polygraphy", "pip install 'climax-deploy[tensor
 XARRAY = OptionalDependency("xarray", "pip install 'climax-deploy[io]'", "forecast files")
 NETCDF4 = OptionalDependency("netCDF4", "pip install 'climax-deploy[io]'", "NetCDF files")
 ZARR = OptionalDependency("zarr", "pip install 'climax-deploy[io]'", "zarr stores")
+PINT = OptionalDependency("pint", "pip install 'climax-deploy[io]'", "units of forecast files")
+CF_XARRAY_UNITS = OptionalDependency("cf_xarray.units", "pip install 'climax-deploy[io]'", "CF units of forecast files")
 PYTRITON = OptionalDependency(
     "pytriton", "pip install 'climax-deploy[serve,cpu]' in a Python >= 3.12 environment", "climax-serve"
 )

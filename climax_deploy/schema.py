@@ -38,3 +38,28 @@ STANDARDISATION: dict[str, tuple[float, float]] = {
     "lon2d": (106.0, 16.0), "elevation": (1039.13, 1931.40), "population": (13381.20, 67986.97),
 }  # fmt: skip
 STANDARDISATION_EPS = 1e-8
+
+# The units of every variable as the model sees it (and as STANDARDISATION's means and stds are given),
+# as CF/UDUNITS strings. Forecast files are converted to these on input; outputs are written in them.
+UNITS: dict[str, str] = {
+    "u": "m s-1", "v": "m s-1", "temp": "K", "rh": "%", "psfc": "Pa", "pm10": "ug m-3", "so2": "ug m-3",
+    "no2": "ug m-3", "co": "ug m-3", "o3": "ug m-3", "pm25": "ug m-3", "lat2d": "degrees_north",
+    "lon2d": "degrees_east", "elevation": "m", "population": "1",
+}  # fmt: skip
+
+# The training domain (the author's China and Taiwan domain): cell centres from LAT_RANGE[1] (north,
+# row 0) to LAT_RANGE[0] (south), and LON_RANGE[0] (west) to LON_RANGE[1] (east), in degrees. The
+# default model grid of an export; the manifest records the coordinates (ModelRecord.lat, .lon).
+LAT_RANGE: tuple[float, float] = (15.0, 55.0)
+LON_RANGE: tuple[float, float] = (72.0, 136.0)
+
+
+def _linspace(start: float, stop: float, num: int) -> tuple[float, ...]:
+    step = (stop - start) / (num - 1)
+    return tuple(start + i * step for i in range(num - 1)) + (stop,)
+
+
+def domain_coordinates(grid: tuple[int, int]) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(lat north to south, lon west to east) cell centres of an H x W grid over the training domain."""
+    h, w = grid
+    return _linspace(LAT_RANGE[1], LAT_RANGE[0], h), _linspace(LON_RANGE[0], LON_RANGE[1], w)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from climax_deploy.errors import BadInputError
-from climax_deploy.schema import ELEVATION_VARIABLE
+from climax_deploy.schema import ELEVATION_VARIABLE, LAT_RANGE, LON_RANGE, domain_coordinates
 from climax_deploy.standardisation import Standardisation
 
 # Rough physical ranges for the synthetic fields: (centre, amplitude) in each variable's units.
@@ -18,13 +18,13 @@ _SYNTHETIC_RANGE = {
     "pm10": (60.0, 40.0), "so2": (8.0, 6.0), "no2": (25.0, 15.0), "co": (300.0, 150.0), "o3": (45.0, 20.0),
     "pm25": (35.0, 25.0), "population": (5000.0, 20000.0),
 }  # fmt: skip
-LAT_RANGE = (15.0, 55.0)  # the author's domain spans China and Taiwan
-LON_RANGE = (72.0, 136.0)
+__all__ = ["LAT_RANGE", "LON_RANGE", "coordinates", "physical_fields", "smooth_field", "synthetic_sample"]
 
 
 def coordinates(grid: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """(lat north to south, lon west to east) in degrees over the author's domain."""
-    return np.linspace(LAT_RANGE[1], LAT_RANGE[0], grid[0]), np.linspace(LON_RANGE[0], LON_RANGE[1], grid[1])
+    """(lat north to south, lon west to east) in degrees over the author's domain (schema.LAT_RANGE, LON_RANGE)."""
+    lat, lon = domain_coordinates(grid)
+    return np.asarray(lat, dtype=np.float64), np.asarray(lon, dtype=np.float64)
 
 
 def smooth_field(rng: np.random.Generator, grid: tuple[int, int], modes: int = 6) -> np.ndarray:

@@ -8,22 +8,23 @@ Both write MODEL.onnx and its manifest (climax_deploy.manifest) and return the O
 from __future__ import annotations
 
 import contextlib
+import json
 import io
 import logging
 import os
 import platform
-import tempfile
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
+import numpy as np
 import onnx
 import torch
 
 import climax_deploy
-from climax_deploy.artifacts import sha256_file
+from climax_deploy.artifacts import ArtifactWriter, check_outputs_distinct, check_writable, sha256_file
 from climax_deploy.errors import BadInputError, ExportError
 from climax_deploy.export.attention_layout import AttentionLayout, ExpandSelfAttention
 from climax_deploy.export.elevation_function import AttachElevationFunction
@@ -35,17 +36,29 @@ from climax_deploy.manifest import (
     ModelRecord,
     OnnxManifest,
     embedded_metadata,
-    write_manifest,
+    stage_manifest,
 )
 from climax_deploy.model import ClimaX, ModelConfig
 from climax_deploy.progress import Progress
-from climax_deploy.schema import CUSTOM_DOMAIN, CUSTOM_OP, INPUT_NAME, LEAD_TIMES_NAME, OUTPUT_NAME, STANDARDISATION_EPS
+from climax_deploy.schema import (
+    CUSTOM_DOMAIN,
+    CUSTOM_OP,
+    INPUT_NAME,
+    LEAD_TIMES_NAME,
+    OUTPUT_NAME,
+    STANDARDISATION_EPS,
+    domain_coordinates,
+)
 from climax_deploy.standardisation import Standardisation, merge_stats, read_json_stats
 
 log = logging.getLogger(__name__)
 
 PROTOBUF_LIMIT = 2**31 - 1  # protobuf's 2 GB ceiling; beyond it weights go to external data
 MAX_DYNAMIC_BATCH = 4096  # upper bound of the traced dynamic batch dimension
+# Default-domain opsets the exporter and the graph passes produce as asked (checked by export and
+# ONNX Runtime); torch.onnx writes opset 18 whatever is asked below 18, and 17 fails onnx.checker.
+MIN_OPSET = 18
+MAX_OPSET = 25
 DEFAULT_HEADS_PER_CHUNK = 1  # fp32 for ONNX Runtime on CPU: one head's scores at a time (see README, Performance)
 
 
@@ -60,6 +73,8 @@ class ExportOptions:
     # {variable: (mean, std)} overriding the author's constants; recorded in the manifest.
     standardisation: Mapping[str, tuple[float, float]] | None = None
     heads_per_chunk: int | None = 0  # 0: by precision (see attention_layout); None: all heads at once
+    # (lat, lon) cell centres of the training grid, in the model's row/column order; None: the author's domain.
+    coordinates: tuple[tuple[float, ...], tuple[float, ...]] | None = None
 
 
 @dataclass(frozen=True)
@@ -83,6 +98,8 @@ def check_options(options: ExportOptions, output: Path) -> None:
     """BadInputError on an option or output name export_onnx would refuse (cheap: before tracing)."""
     if output.suffix != ".onnx":
         raise BadInputError(f"output must end in .onnx, got {output.name!r}")
+    if not MIN_OPSET <= options.opset <= MAX_OPSET:
+        raise BadInputError(f"expected an opset {MIN_OPSET}..{MAX_OPSET} (what the exporter writes as asked), got {options.opset}")
     if options.batch.size is None and options.batch != BatchSpec.dynamic():
         raise BadInputError(f"export takes batch 'dynamic' or a fixed size N, got {options.batch}")
     if options.precision not in PRECISIONS:
@@ -172,10 +189,13 @@ def model_record(config: ModelConfig, options: ExportOptions, provenance: Proven
     source = "the author's constants" if not options.standardisation else "the given standardisation"
     stats = merge_stats(options.standardisation, config.variables, "standardisation")
     h, w = config.img_size
+    lat, lon = grid_coordinates(config, options)
     return ModelRecord(
         variables=tuple(config.variables),
         output_variables=tuple(config.outputs),
         grid=(h, w),
+        lat=lat,
+        lon=lon,
         patch_size=config.patch_size,
         num_patches=config.num_patches,
         config=config.to_dict(),
@@ -186,6 +206,39 @@ def model_record(config: ModelConfig, options: ExportOptions, provenance: Proven
         config_file=provenance.config_file,
         stats_file=provenance.stats_file,
     )
+
+
+def grid_coordinates(config: ModelConfig, options: ExportOptions) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The training grid's (lat, lon): the given ones, checked against the model's grid, or the author's domain."""
+    h, w = config.img_size
+    if options.coordinates is None:
+        return domain_coordinates((h, w))  # the author's domain, latitude north to south
+    lat, lon = (tuple(float(v) for v in axis) for axis in options.coordinates)
+    for name, values, size in (("lat", lat, h), ("lon", lon, w)):
+        if len(values) != size:
+            raise BadInputError(f"grid {name} has {len(values)} values, the model's grid needs {size} ({h} x {w})")
+        steps = np.diff(np.asarray(values))
+        if not np.isfinite(values).all() or not ((steps > 0).all() or (steps < 0).all()):
+            raise BadInputError(f"grid {name} must be finite and strictly monotonic (cell centres), got {values[:4]}...")
+    if max(abs(v) for v in lat) > 90:
+        raise BadInputError(f"grid lat must lie within -90..90 degrees_north, got {min(lat)}..{max(lat)}")
+    return lat, lon
+
+
+def read_grid(path: str | os.PathLike[str]) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """A grid file -> (lat, lon) cell centres: JSON {"lat": [...], "lon": [...]} here, NetCDF via climax_deploy.forecast."""
+    path = Path(path)
+    if not path.is_file():
+        raise BadInputError(f"grid file {path} does not exist")
+    if path.suffix.lower() != ".json":
+        from climax_deploy.forecast.forecaster import read_grid_file
+
+        return read_grid_file(path)
+    try:
+        data = json.loads(path.read_text())
+        return tuple(map(float, data["lat"])), tuple(map(float, data["lon"]))
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise BadInputError(f"{path}: expected JSON {{\"lat\": [...], \"lon\": [...]}} of numbers ({exc!r})") from None
 
 
 def set_metadata(model: onnx.ModelProto, manifest: OnnxManifest) -> None:
@@ -206,33 +259,39 @@ def check_contract(model: onnx.ModelProto) -> None:
         )
 
 
-def save_model(model: onnx.ModelProto, output: Path, threshold: int = PROTOBUF_LIMIT) -> dict[str, str]:
-    """Check and write the model atomically; weights go to `<name>.data` beyond `threshold` bytes.
+def stage_model(writer: ArtifactWriter, model: onnx.ModelProto, output: Path, threshold: int = PROTOBUF_LIMIT) -> tuple[Path, dict[str, str]]:
+    """Check the model and stage it in `writer`; weights go to `<name>.data` beyond `threshold` bytes.
 
-    Returns {external data file name: sha256} (empty when the weights are inline).
+    Returns the staged model file and {external data file name: sha256} (empty when inline; a stale
+    `<name>.data` of an earlier, larger export is then removed with the commit).
     """
-    output.parent.mkdir(parents=True, exist_ok=True)
     external = model.ByteSize() > threshold
     data_name = output.name + ".data"
-    with tempfile.TemporaryDirectory(prefix=f".{output.name}.", dir=output.parent) as tmp:
-        tmp_model = Path(tmp) / output.name
-        if external:
-            onnx.save_model(model, tmp_model, save_as_external_data=True, all_tensors_to_one_file=True,
-                            location=data_name, size_threshold=1024)  # fmt: skip
-        else:
-            onnx.save_model(model, tmp_model)
-        try:
-            onnx.checker.check_model(str(tmp_model), full_check=True)
-        except onnx.checker.ValidationError as exc:
-            raise ExportError(f"exported model fails onnx.checker: {exc}") from exc
-        checksums = {}
-        if external:
-            checksums[data_name] = sha256_file(Path(tmp) / data_name)
-            os.replace(Path(tmp) / data_name, output.parent / data_name)
-        elif (output.parent / data_name).exists():
-            (output.parent / data_name).unlink()  # stale weights of an earlier, larger export
-        os.replace(tmp_model, output)
-    return checksums
+    tmp = writer.temporary_dir()
+    tmp_model = tmp / output.name
+    if external:
+        onnx.save_model(model, tmp_model, save_as_external_data=True, all_tensors_to_one_file=True,
+                        location=data_name, size_threshold=1024)  # fmt: skip
+    else:
+        onnx.save_model(model, tmp_model)
+    try:
+        onnx.checker.check_model(str(tmp_model), full_check=True)
+    except onnx.checker.ValidationError as exc:
+        raise ExportError(f"exported model fails onnx.checker: {str(exc).splitlines()[0]}") from exc
+    checksums = {}
+    if external:
+        checksums[data_name] = sha256_file(tmp / data_name)
+        writer.stage(output.parent / data_name, tmp / data_name)
+    else:
+        writer.remove.append(output.parent / data_name)
+    writer.stage(output, tmp_model)
+    return tmp_model, checksums
+
+
+def save_model(model: onnx.ModelProto, output: Path, threshold: int = PROTOBUF_LIMIT) -> dict[str, str]:
+    """Check and write the model atomically (no manifest); return {external data file name: sha256}."""
+    with ArtifactWriter(output) as writer:
+        return stage_model(writer, model, output, threshold)[1]
 
 
 def export_onnx(
@@ -265,9 +324,10 @@ def export_onnx(
         created_utc=datetime.now(timezone.utc).isoformat(timespec="seconds"),
     )
     set_metadata(proto, manifest)
-    with progress.stage("checking and writing"):
-        external = save_model(proto, output, options.external_data_threshold)
-    written = write_manifest(output, replace(manifest, external_data=external))
+    with progress.stage("checking and writing"), ArtifactWriter(output) as writer:
+        # Model, external data and manifest are renamed together: a failure leaves the old set.
+        staged, external = stage_model(writer, proto, output, options.external_data_threshold)
+        written = stage_manifest(writer, output, replace(manifest, external_data=external), staged)
     log.info("wrote %s (%s)", output, "external data" if external else "inline weights")
     return written
 
@@ -285,54 +345,66 @@ def read_stats(path: str | os.PathLike[str]) -> dict[str, tuple[float, float]]:
 
 
 def export_model(
-    source: str | Path,
+    source: str | Path | None,
     output: str | os.PathLike[str],
     options: ExportOptions | None = None,
     *,
     seed: int = 0,
     checkpoint: str | Path | None = None,
+    hparams: str | Path | None = None,
     stats_file: str | os.PathLike[str] | None = None,
+    grid_file: str | os.PathLike[str] | None = None,
     progress: Progress | None = None,
 ) -> OnnxManifest:
-    """Build the model of `source` (a preset name or a .json/.yaml config file) and export it.
+    """Build the model of `source` (a preset name, a .json/.yaml config file, or None) and export it.
 
-    Weights come from `checkpoint`, else are random with `seed`. `stats_file` (JSON or NetCDF) overrides
-    the standardisation of the variables it names. The manifest records all of it, with checksums.
-    Everything cheap is checked before the model is built.
+    Weights come from `checkpoint`, else are random with `seed`; `hparams` is a training run's
+    hparams.yaml (see `climax_deploy.model.build_model` for which settings win and when a checkpoint is
+    refused). `stats_file` (JSON or NetCDF) overrides the standardisation of the variables it names;
+    `grid_file` (JSON or NetCDF) gives the training grid's lat/lon (default: the author's domain).
+    The manifest records all of it, with checksums. Paths are checked before the model is built, the
+    stats file before the (slow) trace.
     """
-    from climax_deploy.model import PRESETS, build_model, resolve_config
+    from climax_deploy.model import PRESETS, build_model
 
     options = options or ExportOptions()
     output = Path(output)
     check_options(options, output)
-    config = resolve_config(source)
-    is_preset = isinstance(source, str) and source in PRESETS
-    stats_record = None
-    if stats_file is not None:
-        if options.standardisation:
-            raise BadInputError("give the standardisation as options or as a stats file, not both")
-        stats = read_stats(stats_file)
-        merge_stats(stats, config.variables, str(stats_file))  # unknown variables fail here, not after the build
-        options = replace(options, standardisation=stats)
-        stats_record = file_record(stats_file)
+    is_preset = source is not None and str(source) in PRESETS
+    config_file = Path(source) if source is not None and not is_preset else Path(hparams) if hparams else None
+    inputs = {"--checkpoint": checkpoint, "--stats": stats_file, "--config": config_file, "--hparams": hparams,
+              "--grid": grid_file}  # fmt: skip
+    check_outputs_distinct(inputs, {"-o": output})
+    check_writable(output)
     if checkpoint is not None and not Path(checkpoint).is_file():
         raise BadInputError(f"checkpoint {checkpoint} does not exist")
+    if stats_file is not None and options.standardisation:
+        raise BadInputError("give the standardisation as options or as a stats file, not both")
+    stats = read_stats(stats_file) if stats_file is not None else None
+    if grid_file is not None:
+        options = replace(options, coordinates=read_grid(grid_file))
+    progress = progress or Progress("export-onnx", enabled=False)
+    with progress.stage("building the PyTorch model"):
+        model = build_model(source, seed=seed, checkpoint=checkpoint, hparams=hparams)
+    if stats is not None:
+        merge_stats(stats, model.config.variables, str(stats_file))  # unknown variables fail before the trace
+        options = replace(options, standardisation=stats)
+    grid_coordinates(model.config, options)  # a grid of the wrong size fails before the trace
     provenance = Provenance(
         seed=seed if checkpoint is None else None,
         checkpoint=file_record(checkpoint) if checkpoint is not None else None,
         preset=str(source) if is_preset else None,
-        config_file=None if is_preset else file_record(source),
-        stats_file=stats_record,
+        config_file=file_record(config_file) if config_file is not None else None,
+        stats_file=file_record(stats_file) if stats_file is not None else None,
     )
-    progress = progress or Progress("export-onnx", enabled=False)
-    with progress.stage("building the PyTorch model"):
-        model = build_model(config, seed=seed, checkpoint=checkpoint)
     return export_onnx(model, output, options, provenance, progress)
 
 
 __all__ = [
     "DEFAULT_OPSET",
     "ExportOptions",
+    "MAX_OPSET",
+    "MIN_OPSET",
     "Provenance",
     "export_model",
     "export_onnx",

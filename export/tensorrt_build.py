@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import onnx
 
 import climax_deploy
-from climax_deploy.artifacts import write_bytes_atomic
+from climax_deploy.artifacts import check_outputs_distinct, check_writable, write_bytes_atomic
 from climax_deploy.errors import BadInputError, EngineBuildError, MissingBackendError
 from climax_deploy.export.attention_modes import attention_pass
 from climax_deploy.export.tensorrt_profile import (
@@ -48,7 +48,7 @@ from climax_deploy.manifest import (
     GpuRecord,
     OnnxManifest,
     read_onnx_manifest,
-    write_manifest,
+    write_artifact,
 )
 from climax_deploy.progress import Progress
 from climax_deploy.runtime.tensorrt_backend import (
@@ -73,14 +73,17 @@ def default_engine_path(onnx_path: str | os.PathLike[str]) -> Path:
     return Path(onnx_path).with_suffix(ENGINE_SUFFIX)
 
 
-def check_paths(onnx_path: Path, engine_path: Path) -> None:
-    """BadInputError unless `onnx_path` is an existing .onnx file and `engine_path` ends in .engine."""
+def check_paths(onnx_path: Path, engine_path: Path, save_onnx: Path | None = None, timing_cache: Path | None = None) -> None:
+    """BadInputError unless `onnx_path` is an existing .onnx file, `engine_path` ends in .engine, and the
+    outputs are writable and overwrite neither the model nor its manifest or data."""
     if onnx_path.suffix != ".onnx":
         raise BadInputError(f"expected a .onnx model from export-onnx, got {onnx_path}")
     if not onnx_path.is_file():
         raise BadInputError(f"ONNX model {onnx_path} does not exist")
     if engine_path.suffix != ENGINE_SUFFIX:
         raise BadInputError(f"engine output must end in {ENGINE_SUFFIX}, got {engine_path.name!r}")
+    check_outputs_distinct({"model": onnx_path}, {"-o": engine_path, "--save-onnx": save_onnx, "--timing-cache": timing_cache})
+    check_writable(engine_path, save_onnx)
 
 
 def read_source(onnx_path: Path, options: EngineOptions) -> tuple[OnnxManifest, BatchSpec]:
@@ -199,7 +202,7 @@ def build_engine(
     progress = progress or Progress("build-engine", enabled=False)
     onnx_path = Path(onnx_path)
     engine_path = Path(engine_path) if engine_path is not None else default_engine_path(onnx_path)
-    check_paths(onnx_path, engine_path)
+    check_paths(onnx_path, engine_path, Path(save_onnx) if save_onnx is not None else None, options.timing_cache)
     module = import_tensorrt()  # MissingBackendError with the install line, before hashing a large model
     version = tensorrt_version(module)
     source, profile = read_source(onnx_path, options)
@@ -218,8 +221,8 @@ def build_engine(
     with progress.stage(f"building the engine on {gpu.name}"):
         engine_bytes = _build_with_polygraphy(model, onnx_path, options, plan, shapes, progress.enabled)
     seconds = time.perf_counter() - start
-    write_bytes_atomic(engine_path, engine_bytes)
-    return write_manifest(engine_path, engine_manifest(source, profile, options, plan, version, gpu, seconds))
+    # Engine and manifest are renamed together, the sha256 taken from the staged engine.
+    return write_artifact(engine_path, engine_bytes, engine_manifest(source, profile, options, plan, version, gpu, seconds))
 
 
 def _build_with_polygraphy(
@@ -266,7 +269,7 @@ def engine_manifest(
     seconds: float,
 ) -> EngineManifest:
     """The engine's manifest: the export's model record as is, what runs the engine (TensorRT, GPU) and how it
-    was built. Its file name and sha256 are filled in by write_manifest."""
+    was built. Its file name and sha256 are filled in by write_artifact."""
     return EngineManifest(
         precision=plan.precision,
         batch=profile,
@@ -317,7 +320,7 @@ def plan_trtexec(
     options = options or EngineOptions()
     onnx_path = Path(onnx_path)
     engine_path = Path(engine_path) if engine_path is not None else default_engine_path(onnx_path)
-    check_paths(onnx_path, engine_path)
+    check_paths(onnx_path, engine_path, Path(save_onnx) if save_onnx is not None else None)
     source, profile = read_source(onnx_path, options)
     if target is None:
         target = tensorrt_version() if tensorrt_available() else ASSUMED_TENSORRT

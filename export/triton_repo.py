@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from climax_deploy.artifacts import write_bytes_atomic
+from climax_deploy.artifacts import check_outputs_distinct, check_writable_dir, write_bytes_atomic
 from climax_deploy.errors import BadInputError
 from climax_deploy.manifest import (
     ENGINE_KIND,
@@ -187,6 +187,11 @@ def write_triton_repo(
     repo = Path(output)
     if repo.exists() and not repo.is_dir():
         raise BadInputError(f"{repo} exists and is not a directory")
+    # The model folders this run replaces (and its staging folder) must hold none of the inputs.
+    replaced = {f"the {kind} model folder": repo / f"{options.name}_{kind}" for kind in ("onnx", "trt")}
+    replaced["the staging folder"] = repo.with_name(f".{repo.name}.tmp")
+    check_outputs_distinct({"--onnx": onnx, "--engine": engine}, {"-o": repo}, replaced)
+    check_writable_dir(repo)
     staging = repo.with_name(f".{repo.name}.tmp")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
@@ -201,7 +206,7 @@ def write_triton_repo(
             cfg = _add_engine(staging, Path(engine), options)
             configs[cfg.parent.name] = cfg
             models[cfg.parent.name] = {"backend": "tensorrt", "source": str(engine)}
-        (staging / "README.md").write_text(repo_readme(models))
+        write_bytes_atomic(staging / "README.md", repo_readme(models).encode())
         repo.mkdir(parents=True, exist_ok=True)
         for entry in staging.iterdir():  # replace only what we wrote; other models in the repo stay
             target = repo / entry.name

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -77,6 +78,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     from climax_deploy.forecast import PhysicalForecaster, file_format, open_dataset, select_time, write_dataset
 
     file_format(args.output)  # fail fast on a bad output name
+    from climax_deploy.artifacts import check_outputs_distinct, check_writable
+
+    inputs = {"--model": args.model, "--analysis": args.analysis, "--static": args.static}
+    check_outputs_distinct(inputs, {"-o": args.output})
+    check_writable(args.output)
     if not args.model.is_file():
         raise BadInputError(f"model file {args.model} does not exist")
     say = (
@@ -91,7 +97,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         load_options = {"providers": args.providers, "threads": args.threads}
     began = time.perf_counter()
     with PhysicalForecaster(args.model, batch_size=args.batch_size, **load_options) as forecaster:
-        prepared = forecaster.prepare(analysis, static, regrid=args.regrid, mask=args.mask)
+        with warnings.catch_warnings(record=True) as caught:  # e.g. a unit assumed: one line each, even with -q
+            warnings.simplefilter("always", UserWarning)
+            prepared = forecaster.prepare(analysis, static, regrid=args.regrid, mask=args.mask)
+        for warning in caught:
+            print(f"[climax-forecast] warning: {warning.message}", file=sys.stderr, flush=True)
         if prepared.regridded:
             say(f"regridded the analysis ({args.regrid}) onto {prepared.grid.describe()}")
         per_lead: dict[float, float] = {}

@@ -7,11 +7,10 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from climax_deploy.artifacts import atomic_path
+from climax_deploy.artifacts import atomic_path, make_temporary
 from climax_deploy.errors import BadInputError
 from climax_deploy.optional import NETCDF4, XARRAY, ZARR
 
@@ -56,19 +55,21 @@ def write_dataset(ds: xr.Dataset, path: str | os.PathLike[str]) -> Path:
     path = Path(path)
     fmt = file_format(path)
     encoding = {name: {"dtype": "float32", "_FillValue": float("nan")} for name in ds.data_vars}
+    coordinates = {name: {"_FillValue": None} for name in ds.coords}  # CF: coordinates have no missing values
     if fmt == "netcdf":
         NETCDF4.load()
         for enc in encoding.values():
             enc.update(zlib=True, complevel=4)
         with atomic_path(path) as tmp:
-            ds.to_netcdf(tmp, engine="netcdf4", encoding=encoding)
+            ds.to_netcdf(tmp, engine="netcdf4", encoding={**coordinates, **encoding})
         return path
     ZARR.load()
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    tmp_dir = make_temporary(path, directory=True)  # mode from the umask, like every artifact
     try:
         store = tmp_dir / path.name
-        ds.to_zarr(store, mode="w", encoding=encoding, consolidated=False)  # zarr v3: no consolidation
+        # zarr v3: no consolidation
+        ds.to_zarr(store, mode="w", encoding={**coordinates, **encoding}, consolidated=False)
         _replace_dir(store, path)
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)

@@ -24,17 +24,29 @@ import numpy as np
 
 import climax_deploy
 from climax_deploy.errors import BadInputError
-from climax_deploy.forecast.grid import REGRID_METHODS, Grid, check_coordinate, horizontal_dims, regrid_bilinear
+from climax_deploy.forecast.files import open_dataset
+from climax_deploy.forecast.grid import (
+    REGRID_METHODS,
+    Grid,
+    check_coordinate,
+    coordinate_tolerance,
+    horizontal_dims,
+    orient,
+    regrid_bilinear,
+)
+from climax_deploy.forecast.units import check_degrees, to_model_units
+from climax_deploy.manifest import Manifest
 from climax_deploy.optional import XARRAY
 from climax_deploy.runner import Runner
 from climax_deploy.runtime import load
+from climax_deploy.schema import UNITS, domain_coordinates
 from climax_deploy.standardisation import Standardisation
 
 if TYPE_CHECKING:
     import xarray as xr
 
 DEFAULT_DYNAMIC_BATCH = 4  # lead times per call when the model's batch is dynamic
-DEFAULT_UNITS = "ug m-3"  # CAQRA's mass concentrations; an analysis variable's own `units` wins
+DEFAULT_UNITS = "ug m-3"  # CAQRA's mass concentrations, for an output missing from schema.UNITS
 LONG_NAMES = {
     "pm25": "PM2.5 mass concentration", "pm10": "PM10 mass concentration", "so2": "SO2 mass concentration",
     "no2": "NO2 mass concentration", "co": "CO mass concentration", "o3": "O3 mass concentration",
@@ -98,6 +110,7 @@ class PhysicalForecaster:
             self.standardisation = Standardisation.defaults(self.spec.variables)
         limit = self.runner.batch_limit(batch_size)
         self.batch_size = limit if limit is not None else DEFAULT_DYNAMIC_BATCH
+        self.grid = model_grid(self.manifest, self.spec.grid)
 
     # -- input --------------------------------------------------------------------------------------
 
@@ -109,7 +122,13 @@ class PhysicalForecaster:
         target_grid: Grid | None = None,
         mask: str | Any | None = None,
     ) -> PreparedInput:
-        """Gather the model's variables by name onto the model grid and standardise them."""
+        """Gather the model's variables by name, in the model's units, onto the model grid; standardise them.
+
+        Units are converted to climax_deploy.schema.UNITS (refused by name when missing or inconvertible);
+        files are reoriented to the model grid (latitude direction, longitude convention) and must match
+        its coordinates unless `regrid`. NaN is allowed only where `mask` is below 0.5: those cells get
+        the standardised mean (0) and come out NaN.
+        """
         if regrid is not None and regrid not in REGRID_METHODS:
             raise BadInputError(f"regrid must be one of {', '.join(REGRID_METHODS)} or None, got {regrid!r}")
         analysis = _one_time(analysis, "analysis")
@@ -123,42 +142,56 @@ class PhysicalForecaster:
                 f"missing variable(s) {', '.join(missing)} (looked in the {looked} datasets); "
                 f"the model needs {', '.join(self.spec.variables)} (lat2d/lon2d may come from the coordinates)"
             )
-        src_grid = dataset_grid(analysis, "analysis")
-        target = self._target_grid(src_grid, regrid, target_grid)
+        target = self._target_grid(target_grid)
+        regridded = self._check_grid(dataset_grid(analysis, "analysis"), target, "analysis", regrid)
         fields: dict[str, np.ndarray] = {}
-        units: dict[str, str] = {}
+        labels: dict[str, str] = {}
         for name in self.spec.variables:
             found = next(((label, ds) for label, ds in sources if name in ds.data_vars), None)
-            if found is None:  # lat2d / lon2d from the target grid's coordinates
+            if found is None:  # lat2d / lon2d from the model grid's coordinates
                 lon2d, lat2d = np.meshgrid(target.lon, target.lat)
                 fields[name] = lat2d if name == "lat2d" else lon2d
                 continue
             label, ds = found
-            fields[name] = self._on_grid(ds[name], label, target, regrid)
-            if "units" in ds[name].attrs:
-                units[name] = str(ds[name].attrs["units"])
+            values = to_model_units(ds[name].values, ds[name].attrs, name, UNITS[name], label) if name in UNITS else (
+                np.asarray(ds[name].values, dtype=np.float64)
+            )  # fmt: skip
+            fields[name], moved = self._on_grid(ds[name].copy(data=values), label, target, regrid)
+            regridded |= moved
+            labels[name] = label
         valid, mask_name = self._mask(mask, sources, target, regrid)
+        _check_finite(fields, labels, valid)
         x = self.standardisation.apply(fields, self.spec.variables)
-        return PreparedInput(x, target, _analysis_time(analysis), units, not src_grid.same_as(target), valid, mask_name)
+        if valid is not None:
+            x[:, ~valid] = 0.0  # the standardised mean: a neutral value where the forecast is masked out
+        units = {name: UNITS.get(name, DEFAULT_UNITS) for name in self.spec.output_variables}
+        return PreparedInput(x, target, _analysis_time(analysis), units, regridded, valid, mask_name)
 
-    def _target_grid(self, src: Grid, regrid: str | None, target: Grid | None) -> Grid:
+    def _target_grid(self, target: Grid | None) -> Grid:
+        """The model grid (the manifest's coordinates), or a caller's grid of the model's shape."""
         expected = tuple(self.spec.grid)
         if target is not None and target.shape != expected:
             raise BadInputError(f"target grid is {target.describe()}, the model expects {expected[0]} x {expected[1]}")
-        if target is None and src.shape == expected:
-            return src  # already on the model grid: pass through
-        if target is not None and src.same_as(target):
-            return src
+        return target if target is not None else self.grid
+
+    def _check_grid(self, src: Grid, target: Grid, label: str, regrid: str | None) -> bool:
+        """True when `src` must be resampled onto `target`; refused without `regrid`."""
+        oriented, _, _ = orient(src, target)
+        tol = coordinate_tolerance(target)
+        if oriented.shape == target.shape and oriented.same_as(target, atol=tol):
+            return False
         if regrid is None:
             raise BadInputError(
-                f"analysis is on a {src.describe()} grid, the model expects {expected[0]} x {expected[1]} "
-                f"(lat x lon) over the same domain; pass regrid='bilinear' (--regrid bilinear) to resample it "
-                "as the author's loader did, or regrid the file beforehand"
+                f"{label} is on a {oriented.describe()} grid, the model expects {target.describe()} "
+                f"(its manifest's grid, to {tol:.2g} degrees); pass regrid='bilinear' (--regrid bilinear) to "
+                "resample it, or regrid the file beforehand"
             )
-        return target or src.spanning(expected)  # type: ignore[arg-type]
+        return True
 
-    def _on_grid(self, da: xr.DataArray, label: str, target: Grid, regrid: str | None) -> np.ndarray:
-        lat_dim, lon_dim = horizontal_dims(da.dims, f"{label} variable {da.name!r}")
+    def _on_grid(self, da: xr.DataArray, label: str, target: Grid, regrid: str | None) -> tuple[np.ndarray, bool]:
+        """A 2-D field in the model's orientation on `target` (resampled if `regrid`), and whether it was."""
+        source = f"{label} variable {da.name!r}"
+        lat_dim, lon_dim = horizontal_dims(da.dims, source)
         extra = {str(d): int(n) for d, n in da.sizes.items() if d not in (lat_dim, lon_dim)}
         if any(n != 1 for n in extra.values()):
             raise BadInputError(
@@ -166,16 +199,12 @@ class PhysicalForecaster:
                 "(select one level or time, e.g. ds.isel(time=0))"
             )
         da = da.squeeze(drop=True).transpose(lat_dim, lon_dim)
-        values = np.asarray(da.values, dtype=np.float64)
-        grid = _grid_of(da, lat_dim, lon_dim, f"{label} variable {da.name!r}")
-        if grid.same_as(target):
-            return values
-        if regrid is None:
-            raise BadInputError(
-                f"{label} variable {da.name!r} is on a {grid.describe()} grid, not the analysis/model grid "
-                f"{target.describe()}; pass regrid='bilinear' (--regrid bilinear) or regrid it beforehand"
-            )
-        return regrid_bilinear(values, grid, target)
+        src = _grid_of(da, lat_dim, lon_dim, source)
+        oriented, rows, cols = orient(src, target)
+        values = np.asarray(da.values, dtype=np.float64)[rows][:, cols]
+        if not self._check_grid(src, target, source, regrid):
+            return values, False
+        return regrid_bilinear(values, oriented, target), True
 
     def _mask(
         self, mask: str | Any | None, sources: list[tuple[str, xr.Dataset]], target: Grid, regrid: str | None
@@ -187,7 +216,7 @@ class PhysicalForecaster:
             found = next((ds[mask] for _, ds in reversed(sources) if mask in ds.data_vars), None)
             if found is None:
                 raise BadInputError(f"mask variable {mask!r} is in neither the static nor the analysis dataset")
-            values = self._on_grid(found, "mask", target, regrid)
+            values, _ = self._on_grid(found, "mask", target, regrid)
             name = mask
         else:
             values = np.asarray(getattr(mask, "values", mask), dtype=np.float64)
@@ -246,9 +275,12 @@ class PhysicalForecaster:
         manifest = self.manifest
         coords: dict[str, Any] = {
             "lead_time": ("lead_time", np.asarray(lead_times, dtype=np.float64),
-                          {"units": "hours", "standard_name": "forecast_period", "long_name": "lead time"}),
-            "lat": ("lat", prepared.grid.lat, {"units": "degrees_north", "standard_name": "latitude"}),
-            "lon": ("lon", prepared.grid.lon, {"units": "degrees_east", "standard_name": "longitude"}),
+                          {"units": "hours", "standard_name": "forecast_period", "long_name": "lead time",
+                           "axis": "T"}),
+            "lat": ("lat", prepared.grid.lat,
+                    {"units": "degrees_north", "standard_name": "latitude", "long_name": "latitude", "axis": "Y"}),
+            "lon": ("lon", prepared.grid.lon,
+                    {"units": "degrees_east", "standard_name": "longitude", "long_name": "longitude", "axis": "X"}),
         }  # fmt: skip
         if prepared.time is not None:
             coords["time"] = ((), prepared.time, {"standard_name": "forecast_reference_time"})
@@ -262,12 +294,13 @@ class PhysicalForecaster:
         )
         data_vars = {}
         for i, name in enumerate(self.spec.output_variables):
-            attrs = {
-                "units": prepared.units.get(name, DEFAULT_UNITS),
+            attrs: dict[str, Any] = {
+                "units": prepared.units.get(name, UNITS.get(name, DEFAULT_UNITS)),
                 "long_name": LONG_NAMES.get(name, name),
-                "standard_name": STANDARD_NAMES.get(name, name),
                 "standardisation_mean_std": list(self.standardisation.mean_std(name)),
             }
+            if name in STANDARD_NAMES:  # only names from the CF standard name table
+                attrs["standard_name"] = STANDARD_NAMES[name]
             if mask_note:
                 attrs["comment"] = mask_note
             data_vars[name] = (("lead_time", "lat", "lon"), y[:, i], attrs)
@@ -305,18 +338,49 @@ class PhysicalForecaster:
         self.close()
 
 
+def model_grid(manifest: Manifest | None, shape: tuple[int, int]) -> Grid:
+    """The model's grid: its manifest's coordinates, or the training domain's for a runner without one."""
+    if manifest is not None:
+        return Grid(np.asarray(manifest.model.lat, dtype=np.float64), np.asarray(manifest.model.lon, dtype=np.float64))
+    lat, lon = domain_coordinates(shape)
+    return Grid(np.asarray(lat, dtype=np.float64), np.asarray(lon, dtype=np.float64))
+
+
+def _check_finite(fields: dict[str, np.ndarray], labels: dict[str, str], valid: np.ndarray | None) -> None:
+    """NaN/inf only where the validity mask is below 0.5; anywhere else the model cannot use the field."""
+    bad = [name for name, v in fields.items() if (~np.isfinite(v) if valid is None else ~np.isfinite(v) & valid).any()]
+    if bad:
+        where = "inside the validity mask" if valid is not None else "and no validity mask"
+        named = ", ".join(f"{labels.get(n, 'grid')} variable {n!r}" for n in bad)
+        raise BadInputError(
+            f"{named} have NaN or infinite cells {where}; the model needs finite inputs there: pass --mask VAR "
+            "(mask=...) below 0.5 where data is missing, or fill the gaps beforehand"
+        )
+
+
 def dataset_grid(ds: xr.Dataset, source: str) -> Grid:
-    """The horizontal grid of a dataset, from its 1-D lat/lon coordinates."""
+    """The horizontal grid of a dataset, from its 1-D lat/lon coordinates in degrees."""
     lat_dim, lon_dim = horizontal_dims(ds.sizes, source)
     return _grid_of(ds, lat_dim, lon_dim, source)
 
 
+def read_grid_file(path: str | os.PathLike[str]) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(lat, lon) cell centres from a NetCDF/zarr file's 1-D coordinates in degrees (export-onnx --grid)."""
+    ds = open_dataset(path)
+    try:
+        grid = dataset_grid(ds, str(path))
+    finally:
+        ds.close()
+    return tuple(float(v) for v in grid.lat), tuple(float(v) for v in grid.lon)
+
+
 def _grid_of(obj: Any, lat_dim: str, lon_dim: str, source: str) -> Grid:
-    for dim in (lat_dim, lon_dim):
+    for dim, axis in ((lat_dim, "lat"), (lon_dim, "lon")):
         if dim not in obj.coords:
             raise BadInputError(
                 f"{source}: dim {dim!r} has no coordinate values; give 1-D lat/lon coordinates in degrees"
             )
+        check_degrees(obj[dim].attrs, dim, axis, source)
     return Grid(
         check_coordinate(obj[lat_dim].values, lat_dim, source), check_coordinate(obj[lon_dim].values, lon_dim, source)
     )

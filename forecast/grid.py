@@ -22,7 +22,7 @@ REGRID_METHODS = ("bilinear",)
 
 @dataclass(frozen=True)
 class Grid:
-    """A rectilinear lat/lon grid (1-D coordinates in degrees, either direction)."""
+    """A rectilinear lat/lon grid (1-D cell-centre coordinates in degrees, either direction)."""
 
     lat: np.ndarray
     lon: np.ndarray
@@ -42,6 +42,7 @@ class Grid:
         return Grid(np.linspace(self.lat[0], self.lat[-1], shape[0]), np.linspace(self.lon[0], self.lon[-1], shape[1]))
 
     def same_as(self, other: Grid, atol: float = 1e-6) -> bool:
+        """Same shape and coordinates within `atol` degrees, in the same order."""
         return (
             self.shape == other.shape
             and bool(np.allclose(self.lat, other.lat, atol=atol))
@@ -72,6 +73,38 @@ def check_coordinate(values: np.ndarray, name: str, source: str) -> np.ndarray:
     if not (np.all(steps > 0) or np.all(steps < 0)):
         raise BadInputError(f"{source}: coordinate {name!r} must be strictly monotonic to regrid")
     return values
+
+
+def wrap_longitudes(lon: np.ndarray, reference: float) -> np.ndarray:
+    """Longitudes shifted by whole turns into [reference - 180, reference + 180): 0..360 <-> -180..180."""
+    return (np.asarray(lon, dtype=np.float64) - reference + 180.0) % 360.0 - 180.0 + reference
+
+
+def orient(src: Grid, model: Grid) -> tuple[Grid, np.ndarray, np.ndarray]:
+    """`src` in the model's orientation: (grid, row order, column order), so that a field [..., H, W] on
+    `src` reads field[..., rows, :][..., cols] on the returned grid.
+
+    Latitude runs in the model's direction (an ascending file is flipped); longitudes are shifted by
+    whole turns to the model's convention (0..360 or -180..180) when that leaves them distinct, then
+    sorted in the model's direction.
+    """
+    rows = np.arange(len(src.lat))
+    if (src.lat[-1] > src.lat[0]) != (model.lat[-1] > model.lat[0]):
+        rows = rows[::-1]
+    lon = src.lon
+    reference = float(np.mean([model.lon.min(), model.lon.max()]))
+    wrapped = wrap_longitudes(lon, reference)
+    if len(np.unique(np.round(wrapped, 9))) == len(lon):
+        lon = wrapped
+    cols = np.argsort(lon, kind="stable")
+    if model.lon[-1] < model.lon[0]:
+        cols = cols[::-1]
+    return Grid(src.lat[rows], lon[cols]), rows, cols
+
+
+def coordinate_tolerance(model: Grid) -> float:
+    """Coordinates within 1% of the model's smallest cell spacing count as the model's (float32 files)."""
+    return 0.01 * float(min(np.abs(np.diff(model.lat)).min(), np.abs(np.diff(model.lon)).min()))
 
 
 def linear_weights(src: np.ndarray, dst: np.ndarray, name: str, tol: float = 1e-6) -> tuple[np.ndarray, np.ndarray]:

@@ -105,7 +105,15 @@ def run_load(
     check_loopback(url)
     grpcclient = TRITONCLIENT_GRPC.load()
     with grpcclient.InferenceServerClient(url) as probe:
-        if not probe.is_model_ready(model_name):
+        try:
+            ready = probe.is_model_ready(model_name)
+        except Exception as exc:  # InferenceServerException: UNAVAILABLE when nothing listens on `url`
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise BadInputError(
+                f"cannot reach a Triton server at {url} ({first}); expected one listening there "
+                "(start it with climax-serve, or pass --serve MODEL)"
+            ) from None
+        if not ready:
             raise BadInputError(f"model {model_name!r} is not ready on {url}")
         dims = model_input_dims(probe, model_name)
         for _ in range(warmup):  # first requests pay for lazy initialisation; not counted

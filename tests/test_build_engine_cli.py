@@ -145,3 +145,20 @@ def test_the_model_is_hashed_once(
     assert main([str(model), "--print-trtexec", "--target-tensorrt", "10.14"]) == 0
     assert hashed == ["small.onnx"]
     assert capsys.readouterr().out.startswith("# TensorRT 10.14.0: strongly typed fp32")
+
+
+@pytest.mark.parametrize("flag", ["--save-onnx", "-o"])
+def test_outputs_that_overwrite_the_model_are_refused(model: Path, flag: str) -> None:
+    before = model.read_bytes()
+    out = model if flag == "--save-onnx" else Path(str(model) + ".manifest.json")
+    result = run(model, "--print-trtexec", flag, out)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert "would overwrite the input" in result.stderr or "must end in .engine" in result.stderr, result.stderr
+    assert model.read_bytes() == before
+
+
+def test_save_onnx_equal_to_the_model_is_refused_by_name(model: Path) -> None:
+    before = model.read_bytes()
+    result = run(model, "--print-trtexec", "--attention", "native", "--save-onnx", model)
+    assert result.returncode == 2 and "--save-onnx" in result.stderr and "would overwrite" in result.stderr, result.stderr
+    assert model.read_bytes() == before

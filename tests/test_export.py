@@ -114,7 +114,7 @@ def test_failed_export_keeps_the_previous_artifact(tmp_path: Path, small_model, 
     with pytest.raises(ExportError):
         export_onnx(small_model, path)
     assert path.read_bytes() == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx", "model.onnx.manifest.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".model.onnx.lock", "model.onnx", "model.onnx.manifest.json"]
 
 
 def test_bad_output_name_and_batch(tmp_path: Path, small_model) -> None:
@@ -186,3 +186,122 @@ def test_cli_mistakes_are_one_line_before_the_build(
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and message in err, err
     assert not any(tmp_path.iterdir())
+
+
+def test_export_whose_manifest_cannot_be_written_keeps_the_previous_pair(
+    tmp_path: Path, small_model, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import climax_deploy.manifest as manifest_module
+
+    path = tmp_path / "model.onnx"
+    first = export_onnx(small_model, path)
+    before = path.read_bytes()
+    real_to_json = manifest_module.to_json
+
+    def no_space(manifest):  # the embedded copy (no checksum yet) is fine; the sidecar cannot be written
+        if manifest.sha256:
+            raise OSError(28, "No space left on device")
+        return real_to_json(manifest)
+
+    monkeypatch.setattr(manifest_module, "to_json", no_space)
+    with pytest.raises(OSError):
+        export_onnx(small_model, path, ExportOptions(batch=BatchSpec.fixed(2)))
+    monkeypatch.undo()
+    assert path.read_bytes() == before and read_onnx_manifest(path) == first
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+@pytest.mark.parametrize("opset", [5, 17, 99])
+def test_cli_refuses_unsupported_opsets_in_one_line(
+    opset: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from climax_deploy.cli import run_cli
+    from climax_deploy.export.cli import main
+    from climax_deploy.export.onnx_export import MAX_OPSET, MIN_OPSET
+
+    monkeypatch.chdir(tmp_path)
+    assert run_cli("export-onnx", main, ["--preset", "small", "-q", "-o", "m.onnx", "--opset", str(opset)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"opset {MIN_OPSET}..{MAX_OPSET}" in err and f"got {opset}" in err, err
+    assert not any(tmp_path.iterdir())
+
+
+def test_every_supported_opset_is_honoured(tmp_path: Path, small_model) -> None:
+    from climax_deploy.export.onnx_export import MAX_OPSET, MIN_OPSET
+
+    for opset in (MIN_OPSET, MAX_OPSET):
+        path = tmp_path / f"m{opset}.onnx"
+        manifest = export_onnx(small_model, path, ExportOptions(opset=opset))
+        versions = {o.version for o in onnx.load(path).opset_import if o.domain in ("", "ai.onnx")}
+        assert versions == {opset} and manifest.opset == opset
+
+
+def test_cli_refuses_an_output_that_is_an_input(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from climax_deploy.cli import run_cli
+    from climax_deploy.export.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "weights.onnx").write_bytes(b"a checkpoint with an odd name")
+    assert run_cli("export-onnx", main, ["--preset", "small", "-q", "--checkpoint", "weights.onnx",
+                                         "-o", str(tmp_path / "weights.onnx")]) == 2  # fmt: skip
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "would overwrite the input" in err, err
+    assert (tmp_path / "weights.onnx").read_bytes() == b"a checkpoint with an odd name"
+
+
+def test_cli_unwritable_output_is_one_line_before_the_build(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Tests run as root, which ignores folder permissions: a regular file where the output's folder
+    should be fails for root too (as a read-only mount would)."""
+    from climax_deploy.cli import run_cli
+    from climax_deploy.export.cli import main
+
+    (tmp_path / "build").write_text("a file, not a folder")
+    built: list[str] = []
+    monkeypatch.setattr("climax_deploy.model.build_model", lambda *a, **k: built.append("built"))
+    assert run_cli("export-onnx", main, ["--preset", "small", "-q", "-o", str(tmp_path / "build" / "m.onnx")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cannot write" in err, err
+    assert not built
+
+
+def test_grid_file_coordinates_are_recorded(tmp_path: Path) -> None:
+    """export-onnx --grid records the training grid (JSON or NetCDF); forecasts are checked against it."""
+    import xarray as xr
+
+    from climax_deploy.export import export_model
+
+    lat = np.linspace(40.0, 20.0, 32)  # a regional grid, north to south
+    lon = np.linspace(100.0, 125.0, 64)
+    (tmp_path / "grid.json").write_text(json.dumps({"lat": lat.tolist(), "lon": lon.tolist()}))
+    coords = {"lat": ("lat", lat, {"units": "degrees_north"}), "lon": ("lon", lon, {"units": "degrees_east"})}
+    xr.Dataset(coords=coords).to_netcdf(tmp_path / "grid.nc")
+    for name in ("grid.json", "grid.nc"):
+        manifest = export_model("small", tmp_path / f"{name}.onnx", grid_file=tmp_path / name)
+        np.testing.assert_allclose(manifest.model.lat, lat)
+        np.testing.assert_allclose(manifest.model.lon, lon)
+
+
+@pytest.mark.parametrize(
+    ("grid", "message"),
+    [
+        ({"lat": [1.0, 2.0], "lon": list(range(64))}, "grid lat has 2 values, the model's grid needs 32"),
+        ({"lat": [0.0] * 32, "lon": list(range(64))}, "grid lat must be finite and strictly monotonic"),
+        ({"lat": list(range(32)), "lon": "east"}, 'expected JSON {"lat"'),
+    ],
+)
+def test_cli_bad_grid_file_is_one_line(
+    tmp_path: Path, grid: dict, message: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from climax_deploy.cli import run_cli
+    from climax_deploy.export.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "grid.json").write_text(json.dumps(grid))
+    assert run_cli("export-onnx", main, ["--preset", "small", "-q", "--grid", "grid.json", "-o", "m.onnx"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err, err
+    assert not (tmp_path / "m.onnx").exists()

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import socket
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -50,7 +53,8 @@ def test_analysis_file_to_forecast_file(small_onnx: Path, files: tuple[Path, Pat
     with PhysicalForecaster(small_onnx, threads=2) as fc:
         direct = fc.forecast(xr.open_dataset(analysis), xr.open_dataset(static), [12, 24, 48, 96])
     np.testing.assert_allclose(from_file, direct["pm25"].values, rtol=0, atol=1e-3)
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "temporary files left behind"
+    leftover = [p for p in tmp_path.iterdir() if p.name.startswith(".") and not p.name.endswith(".lock")]
+    assert not leftover, "temporary files left behind"  # the writers' lock file is not a temporary
 
 
 def test_zarr_output_regrid_and_mask(small_onnx: Path, tmp_path: Path) -> None:
@@ -136,3 +140,102 @@ def test_demo_files_and_time_index(small_onnx: Path, tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     with xr.open_dataset(tmp_path / "f.nc") as ds:
         assert ds["time"].values == two["time"].values[-1]
+
+
+# -- the same physical state in other units or orientation, through the CLI ------------------------------
+
+
+def _other_units(analysis: xr.Dataset, static: xr.Dataset, case: str) -> tuple[xr.Dataset, xr.Dataset]:
+    a, s = analysis.copy(deep=True), static.copy(deep=True)
+
+    def convert(ds: xr.Dataset, name: str, factor: float, offset: float, units: str) -> None:
+        ds[name] = (ds[name] * factor + offset).astype(np.float32).assign_attrs({**ds[name].attrs, "units": units})
+
+    if case == "mg_degC_hPa":
+        for name in OUTPUTS:
+            convert(a, name, 1e-3, 0.0, "mg m-3")
+        convert(a, "temp", 1.0, -273.15, "degC")
+        convert(a, "psfc", 1e-2, 0.0, "hPa")
+    elif case == "kg_m3":
+        for name in OUTPUTS:
+            convert(a, name, 1e-9, 0.0, "kg m-3")
+    elif case == "lat_ascending":
+        a, s = a.isel(lat=slice(None, None, -1)), s.isel(lat=slice(None, None, -1))
+    return a, s
+
+
+@pytest.fixture(scope="module")
+def base_forecast(small_onnx: Path, files: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("base")
+    out = forecast_cli("--model", str(small_onnx), "--analysis", str(files[0]), "--static", str(files[1]),
+                       "--lead-times", "24", "--mask", "mask", "--threads", "2", "-q", "-o", "f.nc", cwd=folder)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    return folder / "f.nc"
+
+
+@pytest.mark.parametrize("case", ["mg_degC_hPa", "kg_m3", "lat_ascending"])
+def test_other_units_or_orientation_give_the_same_forecast(
+    small_onnx: Path, files: tuple[Path, Path], base_forecast: Path, tmp_path: Path, case: str
+) -> None:
+    with xr.open_dataset(files[0]) as a0, xr.open_dataset(files[1]) as s0:
+        analysis, static = _other_units(a0.load(), s0.load(), case)
+    analysis.to_netcdf(tmp_path / "a.nc")
+    static.to_netcdf(tmp_path / "s.nc")
+    out = forecast_cli("--model", str(small_onnx), "--analysis", "a.nc", "--static", "s.nc", "--lead-times", "24",
+                       "--mask", "mask", "--threads", "2", "-q", "-o", "f.nc", cwd=tmp_path)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    with xr.open_dataset(tmp_path / "f.nc") as got, xr.open_dataset(base_forecast) as want:
+        np.testing.assert_array_equal(got["lat"].values, want["lat"].values)
+        for name in OUTPUTS:
+            np.testing.assert_allclose(got[name].values, want[name].values, rtol=1e-4, atol=1e-3, err_msg=name)
+            assert got[name].attrs["units"] == "ug m-3"
+
+
+def test_inconvertible_units_are_one_line(small_onnx: Path, files: tuple[Path, Path], tmp_path: Path) -> None:
+    with xr.open_dataset(files[0]) as a0:
+        analysis = a0.load()
+    analysis["co"].attrs["units"] = "ppb"
+    analysis.to_netcdf(tmp_path / "a.nc")
+    out = forecast_cli("--model", str(small_onnx), "--analysis", "a.nc", "--static", str(files[1]), "-o", "f.nc",
+                       cwd=tmp_path)  # fmt: skip
+    assert out.returncode == 2 and "'co' has units 'ppb'" in out.stderr, out.stderr
+    assert out.stderr.count("\n") == 1 and "Traceback" not in out.stderr, out.stderr
+
+
+def test_forecast_file_is_cf_clean(base_forecast: Path) -> None:
+    import netCDF4
+
+    with netCDF4.Dataset(base_forecast) as nc:
+        for name, axis in (("lat", "Y"), ("lon", "X"), ("lead_time", "T")):
+            var = nc.variables[name]
+            assert "_FillValue" not in var.ncattrs(), f"{name} has a _FillValue"
+            assert var.getncattr("axis") == axis
+        lead = nc.variables["lead_time"]
+        assert lead.dtype in (np.float32, np.float64) and lead.getncattr("units") == "hours"
+        assert nc.variables["lat"].getncattr("standard_name") == "latitude"
+        assert nc.variables["lon"].getncattr("standard_name") == "longitude"
+        for name in OUTPUTS:
+            assert nc.variables[name].getncattr("standard_name").startswith("mass_concentration_of_")
+            assert nc.variables[name].getncattr("units") == "ug m-3"
+
+
+def test_forecast_file_is_readable_by_others(small_onnx: Path, files: tuple[Path, Path], tmp_path: Path) -> None:
+    old = os.umask(0o022)
+    try:
+        out = forecast_cli("--model", str(small_onnx), "--analysis", str(files[0]), "--static", str(files[1]),
+                           "--lead-times", "12", "-q", "-o", "f.nc", cwd=tmp_path)  # fmt: skip
+    finally:
+        os.umask(old)
+    assert out.returncode == 0, out.stderr
+    assert stat.S_IMODE((tmp_path / "f.nc").stat().st_mode) & 0o044 == 0o044
+
+
+def test_load_test_with_nothing_listening_is_one_line(tmp_path: Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = subprocess.run([str(BIN / "climax-load-test"), "--url", f"127.0.0.1:{port}", "-n", "1", "--duration", "5"],
+                         capture_output=True, text=True, timeout=120, cwd=tmp_path)  # fmt: skip
+    assert out.returncode == 2, out.stderr
+    errors = [line for line in out.stderr.splitlines() if not line.startswith("[climax-load-test]")]
+    assert len(errors) == 1 and "Traceback" not in out.stderr and f"127.0.0.1:{port}" in errors[0], out.stderr

@@ -119,7 +119,8 @@ def test_any_order_extra_variables_and_attributes(
 def test_lat2d_lon2d_from_coordinates_equal_explicit(forecaster: PhysicalForecaster, datasets: tuple) -> None:
     analysis, static = datasets
     lon2d, lat2d = np.meshgrid(analysis["lon"].values, analysis["lat"].values)
-    explicit = analysis.assign(lat2d=(("lat", "lon"), lat2d), lon2d=(("lat", "lon"), lon2d))
+    explicit = analysis.assign(lat2d=(("lat", "lon"), lat2d, {"units": "degrees_north"}),
+                               lon2d=(("lat", "lon"), lon2d, {"units": "degrees_east"}))  # fmt: skip
     a = forecaster.forecast(analysis, static, [12.0])
     b = forecaster.forecast(explicit, static, [12.0])
     np.testing.assert_array_equal(a["no2"].values, b["no2"].values)
@@ -144,10 +145,13 @@ def test_other_grid_needs_explicit_regrid(forecaster: PhysicalForecaster) -> Non
     # the same as regridding every field by hand first
     src = Grid(analysis["lat"].values, analysis["lon"].values)
     dst = src.spanning((32, 64))
-    by_hand_a = xr.Dataset({v: (("lat", "lon"), regrid_bilinear(analysis[v].values[0], src, dst)) for v in analysis.data_vars},
-                           coords={"lat": dst.lat, "lon": dst.lon})  # fmt: skip
-    by_hand_s = xr.Dataset({v: (("lat", "lon"), regrid_bilinear(static[v].values, src, dst)) for v in static.data_vars},
-                           coords={"lat": dst.lat, "lon": dst.lon})  # fmt: skip
+    coords = {"lat": ("lat", dst.lat, {"units": "degrees_north"}), "lon": ("lon", dst.lon, {"units": "degrees_east"})}
+    by_hand_a = xr.Dataset({v: (("lat", "lon"), regrid_bilinear(analysis[v].values[0], src, dst), analysis[v].attrs)
+                            for v in analysis.data_vars},
+                           coords=coords)  # fmt: skip
+    by_hand_s = xr.Dataset({v: (("lat", "lon"), regrid_bilinear(static[v].values, src, dst), static[v].attrs)
+                            for v in static.data_vars},
+                           coords=coords)  # fmt: skip
     np.testing.assert_allclose(forecaster.forecast(by_hand_a, by_hand_s, [12.0])["pm10"].values, forecast["pm10"].values,
                                rtol=0, atol=1e-4)  # fmt: skip
 
@@ -267,3 +271,143 @@ def test_io_layer_is_torch_free() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
+
+
+# -- units, orientation and masks of real files ------------------------------------------------------
+
+
+def in_units(ds: xr.Dataset, names: tuple[str, ...] | list[str], convert: object, units: str) -> xr.Dataset:
+    """The same physical state with `names` expressed in other `units` (convert: model units -> those)."""
+    out = ds.copy()
+    for name in names:
+        out[name] = convert(ds[name]).astype(ds[name].dtype).assign_attrs({**ds[name].attrs, "units": units})  # type: ignore[operator]
+    return out
+
+
+def assert_same_forecast(a: xr.Dataset, b: xr.Dataset) -> None:
+    for name in OUTPUTS:
+        scale = STANDARDISATION[name][1]
+        np.testing.assert_allclose(a[name].values / scale, b[name].values / scale, rtol=0, atol=1e-4, err_msg=name)
+        assert a[name].attrs["units"] == b[name].attrs["units"] == "ug m-3"
+    np.testing.assert_array_equal(a["lat"].values, b["lat"].values)
+    np.testing.assert_array_equal(a["lon"].values, b["lon"].values)
+
+
+def test_mg_degc_hpa_equal_ug_kelvin_pascal(forecaster: PhysicalForecaster, datasets: tuple) -> None:
+    analysis, static = datasets
+    other = in_units(analysis, OUTPUTS, lambda da: da / 1000.0, "mg m-3")
+    other = in_units(other, ["temp"], lambda da: da - 273.15, "degC")
+    other = in_units(other, ["psfc"], lambda da: da / 100.0, "hPa")
+    assert_same_forecast(forecaster.forecast(other, static, [24.0]), forecaster.forecast(analysis, static, [24.0]))
+
+
+def test_kg_per_m3_equals_ug_per_m3(forecaster: PhysicalForecaster, datasets: tuple) -> None:
+    analysis, static = datasets
+    other = in_units(analysis, OUTPUTS, lambda da: da * 1e-9, "kg m-3")
+    static_km = in_units(static, ["elevation"], lambda da: da / 1000.0, "km")
+    assert_same_forecast(forecaster.forecast(other, static_km, [24.0]), forecaster.forecast(analysis, static, [24.0]))
+
+
+def test_latitude_ascending_equals_descending(forecaster: PhysicalForecaster, datasets: tuple) -> None:
+    analysis, static = datasets
+    flipped_a, flipped_s = analysis.isel(lat=slice(None, None, -1)), static.isel(lat=slice(None, None, -1))
+    assert flipped_a["lat"].values[0] < flipped_a["lat"].values[-1]
+    forecast = forecaster.forecast(flipped_a, flipped_s, [24.0], mask="mask")
+    assert_same_forecast(forecast, forecaster.forecast(analysis, static, [24.0], mask="mask"))
+    assert forecast["lat"].values[0] > forecast["lat"].values[-1]  # the model's orientation, north to south
+
+
+@pytest.mark.parametrize(
+    ("name", "units", "message"),
+    [
+        ("temp", None, r"variable 'temp' has no units attribute; expected units convertible to 'K'"),
+        ("rh", None, r"variable 'rh' has no units attribute; expected units convertible to '%'"),
+        ("pm25", "ppb", r"variable 'pm25' has units 'ppb'.*expected units convertible to 'ug m-3'"),
+        ("o3", "kg kg-1", r"variable 'o3' has units 'kg kg-1'.*expected units convertible to 'ug m-3'"),
+        ("psfc", "m s-1", r"variable 'psfc' has units 'm s-1'.*expected units convertible to 'Pa'"),
+    ],
+)
+def test_missing_or_inconvertible_units_are_refused_by_name(
+    forecaster: PhysicalForecaster, datasets: tuple, name: str, units: str | None, message: str
+) -> None:
+    analysis, static = datasets
+    bad = analysis.copy(deep=True)
+    bad[name].attrs = {k: v for k, v in analysis[name].attrs.items() if k != "units"}
+    if units is not None:
+        bad[name].attrs["units"] = units
+    with pytest.raises(BadInputError, match=message):
+        forecaster.forecast(bad, static, [12.0])
+
+
+def test_dimensionless_without_units_is_assumed_with_a_warning(forecaster: PhysicalForecaster, datasets: tuple) -> None:
+    analysis, static = datasets
+    bare = static.copy(deep=True)
+    bare["population"].attrs = {}
+    with pytest.warns(UserWarning, match=r"'population' has no units attribute; taken as '1'"):
+        forecast = forecaster.forecast(analysis, bare, [12.0])
+    assert_same_forecast(forecast, forecaster.forecast(analysis, static, [12.0]))
+
+
+def test_projected_or_unitless_coordinates_are_refused(forecaster: PhysicalForecaster, datasets: tuple) -> None:
+    analysis, static = datasets
+    projected = analysis.rename(lat="y", lon="x").assign_coords(
+        y=("y", np.linspace(4e6, 0.0, 32), {"units": "m"}), x=("x", np.linspace(0.0, 6e6, 64), {"units": "m"})
+    )
+    with pytest.raises(BadInputError, match=r"coordinate 'y' has units 'm'.*projected.*degrees_north"):
+        forecaster.forecast(projected, static, [12.0])
+    unitless = analysis.copy(deep=True)
+    unitless["lat"].attrs = {}
+    with pytest.raises(BadInputError, match=r"coordinate 'lat' has no units.*degrees_north"):
+        forecaster.forecast(unitless, static, [12.0])
+
+
+def test_same_shape_other_grid_is_refused(forecaster: PhysicalForecaster, datasets: tuple) -> None:
+    analysis, static = datasets
+    shifted = analysis.assign_coords(lat=("lat", analysis["lat"].values + 2.0, analysis["lat"].attrs))
+    with pytest.raises(BadInputError, match=r"analysis is on a 32 x 64 \(lat 57\.\.17.*the model expects 32 x 64 \(lat 55\.\.15.*--regrid bilinear"):
+        forecaster.forecast(shifted, static, [12.0])
+
+
+def test_manifest_records_the_model_grid(small_onnx: Path, forecaster: PhysicalForecaster, datasets: tuple) -> None:
+    from climax_deploy.synthetic import coordinates
+
+    model = read_onnx_manifest(small_onnx).model
+    lat, lon = coordinates((32, 64))
+    assert model.lat == tuple(lat) and model.lon == tuple(lon) and model.lat[0] > model.lat[-1]
+    analysis, static = datasets
+    rounded = analysis.assign_coords(lat=("lat", analysis["lat"].values.astype(np.float32) + 1e-4, {"units": "degrees_north"}))
+    forecast = forecaster.forecast(rounded, static, [12.0])  # within tolerance: the manifest's coordinates come out
+    assert forecast["lat"].values.tolist() == list(model.lat) and forecast["lon"].values.tolist() == list(model.lon)
+
+
+def test_longitudes_0_360_are_wrapped_onto_the_model_grid() -> None:
+    from climax_deploy.forecast.grid import orient
+
+    model = Grid(np.linspace(10.0, -10.0, 5), np.linspace(-20.0, 40.0, 7))
+    src = Grid(model.lat[::-1].copy(), np.sort(model.lon % 360.0))  # ascending latitude, 0..360 longitude
+    field = np.arange(35.0).reshape(5, 7)
+    oriented, rows, cols = orient(src, model)
+    assert oriented.same_as(model)
+    lon_of_field = src.lon[cols]
+    np.testing.assert_allclose((lon_of_field + 180.0) % 360.0 - 180.0, model.lon)
+    np.testing.assert_allclose(src.lat[rows], model.lat)
+    assert field[rows][:, cols].shape == (5, 7)
+
+
+def test_nan_where_masked_out_is_allowed(forecaster: PhysicalForecaster, datasets: tuple) -> None:
+    analysis, static = datasets
+    outside = static["mask"].values < 0.5
+
+    def filled(value: float) -> xr.Dataset:
+        out = analysis.copy()
+        for name in ("pm25", "temp"):
+            out[name] = analysis[name].where(~outside[None], value).assign_attrs(analysis[name].attrs)
+        return out
+
+    holes = forecaster.forecast(filled(np.nan), static, [12.0], mask="mask")
+    garbage = forecaster.forecast(filled(1e6), static, [12.0], mask="mask")
+    for name in OUTPUTS:
+        assert np.isnan(holes[name].values[:, outside]).all() and np.isfinite(holes[name].values[:, ~outside]).all()
+        np.testing.assert_array_equal(holes[name].values, garbage[name].values)
+    with pytest.raises(BadInputError, match=r"pm25.*NaN.*--mask"):
+        forecaster.forecast(filled(np.nan), static, [12.0])

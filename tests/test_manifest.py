@@ -27,7 +27,7 @@ from climax_deploy.manifest import (
     to_json,
     write_manifest,
 )
-from climax_deploy.schema import OUTPUTS, VARIABLES
+from climax_deploy.schema import OUTPUTS, VARIABLES, domain_coordinates
 from climax_deploy.standardisation import Standardisation
 
 
@@ -36,6 +36,8 @@ def model_record(**changes: Any) -> ModelRecord:
         variables=VARIABLES,
         output_variables=OUTPUTS,
         grid=(32, 64),
+        lat=domain_coordinates((32, 64))[0],
+        lon=domain_coordinates((32, 64))[1],
         patch_size=2,
         num_patches=512,
         config={"img_size": [32, 64], "embed_dim": 128},
@@ -83,6 +85,8 @@ def test_an_engine_states_its_batch_once() -> None:
     [
         (lambda d: d["model"].pop("grid"), r"required field 'model.grid' is missing"),
         (lambda d: d["model"].__setitem__("grid", [32]), r"field 'model.grid': expected \[H, W\]"),
+        (lambda d: d["model"].pop("lat"), r"required field 'model.lat' is missing"),
+        (lambda d: d["model"].__setitem__("lon", [72.0] * 64), r"field 'model.lon': expected 64 strictly monotonic"),
         (lambda d: d["batch"].__setitem__("max", "four"), r"field 'batch.max': expected an integer"),
         (lambda d: d["batch"].__setitem__("min", 3), r"field 'batch'.*min <= opt"),
         (lambda d: d.__setitem__("precision", "fp8"), r"field 'precision': expected one of \['fp32', 'fp16'\]"),
@@ -156,3 +160,65 @@ def test_batch_spec_checks() -> None:
         BatchSpec(1, 2, 4).within(BatchSpec.fixed(2))
     with pytest.raises(BadInputError, match="outside what the model takes"):
         BatchSpec.dynamic().within(BatchSpec.dynamic())  # an engine profile needs a maximum
+
+
+def test_an_edited_manifest_is_caught_by_its_content_checksum(tmp_path: Path) -> None:
+    from climax_deploy.manifest import write_artifact
+
+    artifact = tmp_path / "m.onnx"
+    write_artifact(artifact, b"model bytes", onnx_manifest())
+    read_onnx_manifest(artifact)
+    obj = json.loads(manifest_path(artifact).read_text())
+    variable = obj["model"]["variables"][0]
+    obj["model"]["standardisation"][variable] = [0.0, 1.0]
+    manifest_path(artifact).write_text(json.dumps(obj))
+    with pytest.raises(ModelFileError, match="manifest was edited after export"):
+        read_manifest(artifact)
+    del obj["content_sha256"]
+    manifest_path(artifact).write_text(json.dumps(obj))
+    with pytest.raises(ModelFileError, match="no content_sha256"):
+        read_manifest(artifact)
+
+
+def test_model_and_manifest_are_written_as_one_unit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import climax_deploy.manifest as manifest_module
+    from climax_deploy.manifest import write_artifact
+
+    artifact = tmp_path / "m.onnx"
+    first = write_artifact(artifact, b"first", onnx_manifest())
+
+    def broken(*args: Any) -> bytes:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(manifest_module, "manifest_bytes", broken)
+    with pytest.raises(OSError):
+        write_artifact(artifact, b"second", onnx_manifest())
+    monkeypatch.undo()
+    assert artifact.read_bytes() == b"first" and read_onnx_manifest(artifact) == first
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_racing_writers_leave_a_matching_pair(tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from climax_deploy.manifest import write_artifact
+
+    artifact = tmp_path / "m.onnx"
+
+    def write(i: int) -> None:
+        write_artifact(artifact, f"weights of writer {i}".encode() * 1000, onnx_manifest(created_utc=str(i)))
+
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(write, range(24)))
+    manifest = read_onnx_manifest(artifact)  # checksums of model and manifest verified
+    assert artifact.read_bytes().startswith(f"weights of writer {manifest.created_utc}".encode())
+
+
+def test_written_manifest_verifies_and_sha_comes_from_the_staged_file(tmp_path: Path) -> None:
+    from climax_deploy.artifacts import sha256_file
+    from climax_deploy.manifest import write_artifact
+
+    artifact = tmp_path / "m.onnx"
+    written = write_artifact(artifact, b"abc", onnx_manifest())
+    assert written.sha256 == sha256_file(artifact)
+    assert read_onnx_manifest(artifact) == written

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -150,3 +154,47 @@ def test_config_files(tmp_path) -> None:
         ModelConfig(img_size=(33, 64))
     with pytest.raises(BadInputError, match="unknown preset"):
         build_model("huge")
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"depth": "two"}, r"depth: expected an integer >= 1, got 'two'"),
+        ({"depth": 2.5}, r"depth: expected an integer >= 1, got 2.5"),
+        ({"num_heads": 0}, r"num_heads: expected an integer >= 1, got 0"),
+        ({"img_size": [32]}, r"img_size: expected \[height, width\].*got \[32\]"),
+        ({"img_size": 32}, r"img_size: expected \[height, width\].*got 32"),
+        ({"mlp_ratio": -1}, r"mlp_ratio: expected a number > 0, got -1"),
+        ({"patch_size": True}, r"patch_size: expected an integer >= 1, got True"),
+        ({"variables": "u,v"}, r"variables: expected a list of variable names, got 'u,v'"),
+    ],
+)
+def test_bad_config_values_name_the_field(settings: dict[str, Any], message: str) -> None:
+    with pytest.raises(BadInputError, match=message) as info:
+        resolve_config(settings)
+    assert "\n" not in str(info.value)
+
+
+def test_invalid_yaml_config_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "bad.yaml").write_text("model:\n  depth: [1,\n  num_heads: 4\n")
+    with pytest.raises(BadInputError, match=r"bad.yaml is not valid YAML.*line") as info:
+        resolve_config(tmp_path / "bad.yaml")
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "fragment"),
+    [
+        ("bad.yaml", "model:\n  depth: [1,\n", "not valid YAML"),
+        ("two.json", json.dumps({"depth": "two"}), "depth: expected an integer >= 1, got 'two'"),
+        ("heads.yaml", "num_heads: 0\n", "num_heads: expected an integer >= 1, got 0"),
+        ("grid.json", json.dumps({"img_size": [32]}), "img_size: expected [height, width]"),
+        ("mlp.yaml", "mlp_ratio: -4\n", "mlp_ratio: expected a number > 0, got -4"),
+    ],
+)
+def test_cli_config_mistakes_are_one_line(tmp_path: Path, name: str, text: str, fragment: str) -> None:
+    (tmp_path / name).write_text(text)
+    out = subprocess.run([str(Path(sys.executable).parent / "export-onnx"), "--config", name, "-q", "-o", "m.onnx"],
+                         check=False, capture_output=True, text=True, timeout=120, cwd=tmp_path)  # fmt: skip
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+    assert out.stderr.count("\n") == 1 and fragment in out.stderr, out.stderr

@@ -122,3 +122,31 @@ def test_cli_user_dem_and_bad_terrain(small_onnx: Path, tmp_path: Path, capsys) 
     assert run_cli("check-parity", check_parity, [str(small_onnx), "--terrain", str(bad), "-q"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "1 NaN" in err
+
+
+def test_cli_refuses_to_overwrite_its_model(small_onnx: Path, tmp_path: Path, capsys) -> None:
+    import shutil
+
+    from climax_deploy.cli import run_cli
+
+    model = tmp_path / "m.onnx"
+    shutil.copy(small_onnx, model)
+    shutil.copy(str(small_onnx) + ".manifest.json", str(model) + ".manifest.json")
+    before = model.read_bytes()
+    for out in (model, Path(str(model) + ".manifest.json")):
+        assert run_cli("check-parity", check_parity, [str(model), "--json", str(out), "-q"]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "would overwrite the input" in err, err
+    assert model.read_bytes() == before
+    assert run_cli("check-parity", check_parity, [str(model), "--save-polygraphy", str(model), "-q"]) == 2
+
+
+def test_cli_unwritable_json_is_one_line_before_the_run(small_onnx: Path, tmp_path: Path, capsys) -> None:
+    """Root ignores permissions, so a regular file stands where the report's folder should be."""
+    from climax_deploy.cli import run_cli
+
+    (tmp_path / "reports").write_text("a file")
+    code = run_cli("check-parity", check_parity, [str(small_onnx), "--json", str(tmp_path / "reports" / "r.json"), "-q"])
+    captured = capsys.readouterr()
+    assert code == 2 and captured.err.count("\n") == 1 and "cannot write" in captured.err, captured.err
+    assert "PASS" not in captured.out

@@ -117,8 +117,43 @@ def test_manifest_must_agree_with_the_file(small_onnx: Path, tmp_path: Path) -> 
     manifest = json.loads(manifest_file.read_text())
     manifest["model"]["grid"] = [64, 128]
     manifest_file.write_text(json.dumps(manifest))
-    with pytest.raises(ModelFileError, match="disagrees"):
+    with pytest.raises(ModelFileError, match="manifest was edited"):
         load(path)
+    manifest["model"]["grid"] = json.loads(Path(str(small_onnx) + ".manifest.json").read_text())["model"]["grid"]
+    manifest["batch"] = {"min": 2, "opt": 2, "max": 2}
+    manifest_file.write_text(json.dumps(manifest))
+    with pytest.raises(ModelFileError, match="batch=.*disagrees"):
+        load(path, verify=False)
+
+
+def test_edited_standardisation_is_refused(small_onnx: Path, tmp_path: Path) -> None:
+    """The stats drive every forecast: an edited sidecar fails its content checksum and the embedded copy."""
+    path = _copy(small_onnx, tmp_path)
+    manifest_file = Path(str(path) + ".manifest.json")
+    manifest = json.loads(manifest_file.read_text())
+    variable = manifest["model"]["variables"][0]
+    manifest["model"]["standardisation"][variable] = [123.0, 4.0]
+    manifest_file.write_text(json.dumps(manifest, indent=2))
+    with pytest.raises(ModelFileError, match="manifest was edited after export"):
+        load(path)
+    with pytest.raises(ModelFileError, match="model.standardisation.* disagrees with the manifest embedded"):
+        load(path, verify=False)
+
+
+def test_reserialised_model_loads_with_verify_false(small_onnx: Path, small_inputs, tmp_path: Path) -> None:
+    """onnxsim, polygraphy sanitize or onnx_ir keep the embedded manifest but change the bytes."""
+    import onnx
+
+    path = _copy(small_onnx, tmp_path)
+    model = onnx.load(path)
+    model.producer_name = "onnx-reserialised"
+    onnx.save(model, path)
+    assert path.read_bytes() != small_onnx.read_bytes()
+    with pytest.raises(ModelFileError, match=r"verify=False\) accepts a re-serialised model whose embedded manifest agrees"):
+        load(path)
+    x, lt = small_inputs
+    with load(path, verify=False, providers="cpu") as runner, load(small_onnx, providers="cpu") as original:
+        np.testing.assert_array_equal(runner.predict(x, lt), original.predict(x, lt))
 
 
 def test_runtime_imports_without_torch(small_onnx: Path, small_inputs, tmp_path: Path) -> None:

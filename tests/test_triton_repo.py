@@ -131,3 +131,18 @@ def test_load_test_is_loopback_only() -> None:
     for url in ("10.1.2.3:8001", "8.8.8.8:8001", "127.0.0.1"):
         with pytest.raises(BadInputError):
             check_loopback(url)
+
+
+def test_cli_refuses_inputs_inside_the_folders_it_replaces_and_unwritable_output(small_onnx: Path, tmp_path: Path) -> None:
+    cli = str(BIN / "export-triton-repo")
+    ok = subprocess.run([cli, "--onnx", str(small_onnx), "-o", "repo"], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert ok.returncode == 0, ok.stderr
+    inside = tmp_path / "repo" / "climax_onnx" / "1" / "model.onnx"
+    before = inside.read_bytes()
+    bad = subprocess.run([cli, "--onnx", str(inside), "-o", "repo"], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "would replace the input" in bad.stderr, bad.stderr
+    assert inside.read_bytes() == before
+    (tmp_path / "blocker").write_text("a file, not a folder")  # root ignores permissions; this fails for root too
+    bad = subprocess.run([cli, "--onnx", str(small_onnx), "-o", "blocker/repo"], capture_output=True, text=True,
+                         timeout=120, cwd=tmp_path)  # fmt: skip
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "cannot write" in bad.stderr, bad.stderr

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from climax_deploy.cli import EXIT_OK, ArgParser, run_cli
+from climax_deploy.cli import EXIT_FAILED, EXIT_OK, ArgParser, run_cli
 from climax_deploy.errors import BadInputError
 
 if TYPE_CHECKING:
@@ -51,6 +51,9 @@ def _check_plan(backends: Sequence[str], engine: Path | None, runs: int, warmup:
         raise BadInputError(f"expected backends among {list(BACKENDS)}, got unknown {unknown}")
     if "tensorrt" in backends and engine is None:
         raise BadInputError("the tensorrt backend needs an engine (--engine FILE.engine), got none")
+    if engine is not None and engine.suffix.lower() != ".engine":
+        # Anything else would be loaded by another backend and timed under the tensorrt label.
+        raise BadInputError(f"--engine must be a TensorRT .engine file, got {engine.name!r}")
     if runs < 1 or warmup < 0:
         raise BadInputError(f"expected runs >= 1 and warm-up runs >= 0, got {runs} and {warmup}")
 
@@ -137,14 +140,16 @@ def profile_onnxruntime(model_path: Path, seed: int, threads: int | None, top: i
 
     ort = ONNXRUNTIME.load()
     x, lead = bench_sample(read_onnx_manifest(model_path), seed)
-    options = ort.SessionOptions()
-    options.enable_profiling = True
-    options.profile_file_prefix = str(Path(tempfile.mkdtemp()) / "ort_profile")
-    if threads:
-        options.intra_op_num_threads = threads
-    session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
-    session.run(None, {INPUT_NAME: x, LEAD_TIMES_NAME: lead})
-    events = json.loads(Path(session.end_profiling()).read_text())
+    with tempfile.TemporaryDirectory(prefix="climax-bench-profile.") as tmp:  # the profile is read, then removed
+        options = ort.SessionOptions()
+        options.enable_profiling = True
+        options.profile_file_prefix = str(Path(tmp) / "ort_profile")
+        if threads:
+            options.intra_op_num_threads = threads
+        session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+        session.run(None, {INPUT_NAME: x, LEAD_TIMES_NAME: lead})
+        events = json.loads(Path(session.end_profiling()).read_text())
+        del session
     by_op: dict[str, float] = defaultdict(float)
     for event in events:
         if event.get("cat") == "Node" and event.get("name", "").endswith("_kernel_time"):
@@ -294,6 +299,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                               warmup=args.warmup, seed=args.seed, threads=args.threads)  # fmt: skip
         print(json.dumps(result, default=str))
         return EXIT_OK
+    _check_plan(args.backends, args.engine, args.runs, args.warmup)  # before any export or worker
+    if args.json:
+        from climax_deploy.artifacts import check_outputs_distinct, check_writable
+
+        check_outputs_distinct({"--model": args.model, "--engine": args.engine}, {"--json": args.json})
+        check_writable(args.json)
     model = ensure_model(args.model, args.preset, args.seed)
     report = run_bench(model, args.backends, engine=args.engine, runs=args.runs, warmup=args.warmup,
                        threads=args.threads, seed=args.seed, profile=args.profile)  # fmt: skip
@@ -302,6 +313,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from climax_deploy.artifacts import write_json_atomic
 
         write_json_atomic(args.json, report)
+    failed = [r["backend"] for r in report["results"] if "error" in r]
+    if failed:
+        print(f"climax-bench: error: backend(s) {', '.join(failed)} failed; see their lines above", file=sys.stderr)
+        return EXIT_FAILED
     return EXIT_OK
 
 

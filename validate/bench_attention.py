@@ -23,9 +23,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from climax_deploy.artifacts import write_json_atomic
+from climax_deploy.artifacts import check_writable, write_json_atomic
 from climax_deploy.cli import EXIT_OK, ArgParser, run_cli
-from climax_deploy.errors import BadInputError
+from climax_deploy.errors import BadInputError, MissingBackendError
 
 VARIANTS = {
     "cpu": ("literal", "sdpa_bias", "op"),
@@ -175,6 +175,15 @@ def run_benchmark(
     unknown = [v for v in variants if v not in VARIANTS[device]]
     if unknown:
         raise BadInputError(f"variants on {device} are {list(VARIANTS[device])}, got {unknown}")
+    if device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build"
+            raise MissingBackendError(
+                f"--device cuda needs a CUDA GPU visible to PyTorch, got none (torch {torch.__version__}, {build}); "
+                "use --device cpu or install a CUDA build of PyTorch"
+            )
     dtype = dtype or ("float16" if device == "cuda" else "float32")
     repeats = repeats or (20 if device == "cuda" else 3)
     report: dict[str, Any] = {"device": device, "machine": _machine(device), "runs": []}
@@ -239,6 +248,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps(run_variant(args._child, args.device, batch, args.heads, args.seq_len, args.head_dim,
                                      dtype, repeats)))  # fmt: skip
         return EXIT_OK
+    if args.json:
+        check_writable(args.json)  # before the long run
     report = run_benchmark(args.device, args.batch, args.heads, args.seq_len, args.head_dim, args.dtype,
                            args.repeats, args.variants)  # fmt: skip
     print(format_report(report))

@@ -59,11 +59,17 @@ def build_parser() -> ArgParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run check-parity; exit 0 pass, 1 fail (a ClimaxDeployError becomes exit 2 in `entry`)."""
     args = build_parser().parse_args(argv)
-    from climax_deploy.artifacts import write_json_atomic
+    from climax_deploy.artifacts import check_outputs_distinct, check_writable, check_writable_dir, write_json_atomic
     from climax_deploy.progress import Progress
     from climax_deploy.runtime import OnnxRuntimeOptions
     from climax_deploy.validate.parity import format_report, run_parity
 
+    # Before the long run: no output may overwrite an input, and every output must be writable.
+    terrains = {f"--terrain {t}": Path(t) for t in args.terrain or [] if t.endswith(".npy")}
+    outputs = {"--json": args.json, "--save-polygraphy": args.save_polygraphy}
+    check_outputs_distinct({"model": args.model, "--checkpoint": args.checkpoint, **terrains}, outputs)
+    check_writable(args.json)
+    check_writable_dir(args.save_polygraphy)
     onnx = args.model.suffix == ".onnx"
     report = run_parity(
         args.model,
