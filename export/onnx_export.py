@@ -365,8 +365,10 @@ def export_model(
     The manifest records all of it, with checksums. Paths are checked before the model is built, the
     stats file before the (slow) trace.
     """
-    from climax_deploy.model import PRESETS, build_model
+    from climax_deploy.model import PRESETS, build_model, resolve_config
 
+    # An unknown preset or a bad config file fails before any progress output.
+    known = resolve_config(source) if source is not None else None
     options = options or ExportOptions()
     output = Path(output)
     check_options(options, output)
@@ -381,6 +383,8 @@ def export_model(
     if stats_file is not None and options.standardisation:
         raise BadInputError("give the standardisation as options or as a stats file, not both")
     stats = read_stats(stats_file) if stats_file is not None else None
+    if stats is not None and known is not None and checkpoint is None and hparams is None:
+        merge_stats(stats, known.variables, str(stats_file))  # the variables are known: check before the build
     if grid_file is not None:
         options = replace(options, coordinates=read_grid(grid_file))
     progress = progress or Progress("export-onnx", enabled=False)
