@@ -63,7 +63,11 @@ ONNXRUNTIME = OptionalDependency(
 TORCH = OptionalDependency("torch", "pip install 'climax-deploy[export]'", "the PyTorch reference")
 ONNX = OptionalDependency("onnx", "pip install 'climax-deploy[export]'", "ONNX export and graph passes")
 TRITON = OptionalDependency("triton", "pip install 'climax-deploy[kernels]'", "the fused elevation-attention kernel")
+YAML = OptionalDependency("yaml", "pip install pyyaml (part of 'climax-deploy[export]')", "YAML config files")
 TENSORRT = OptionalDependency("tensorrt", TENSORRT_HINT, "TensorRT engines", _is_real_tensorrt)
+TENSORRT_PLUGIN = OptionalDependency(
+    "tensorrt.plugin", TENSORRT_HINT + " (TensorRT >= 10.9)", "the ElevationAttention TensorRT plugin"
+)
 TENSORRT_LEAN = OptionalDependency("tensorrt_lean", TENSORRT_HINT, "TensorRT's lean runtime", _is_real_tensorrt)
 TENSORRT_DISPATCH = OptionalDependency(
     "tensorrt_dispatch", TENSORRT_HINT, "TensorRT's dispatch runtime", _is_real_tensorrt

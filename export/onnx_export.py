@@ -8,8 +8,8 @@ Both write MODEL.onnx and its manifest (climax_deploy.manifest) and return the O
 from __future__ import annotations
 
 import contextlib
-import json
 import io
+import json
 import logging
 import os
 import platform

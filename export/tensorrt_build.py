@@ -29,7 +29,7 @@ import onnx
 
 import climax_deploy
 from climax_deploy.artifacts import check_outputs_distinct, check_writable, write_bytes_atomic
-from climax_deploy.errors import BadInputError, EngineBuildError, MissingBackendError
+from climax_deploy.errors import BadInputError, EngineBuildError
 from climax_deploy.export.attention_modes import attention_pass
 from climax_deploy.export.tensorrt_profile import (
     ASSUMED_TENSORRT,
@@ -50,6 +50,7 @@ from climax_deploy.manifest import (
     read_onnx_manifest,
     write_artifact,
 )
+from climax_deploy.optional import TRITON
 from climax_deploy.progress import Progress
 from climax_deploy.runtime.tensorrt_backend import (
     TensorRTVersion,
@@ -108,13 +109,9 @@ def save_rewritten_onnx(model: onnx.ModelProto, path: Path) -> None:
 
 def register_elevation_plugin() -> None:
     """Register the fused ElevationAttention plugin (climax_deploy.kernels.trt_plugin) with TensorRT."""
-    try:
-        from climax_deploy.kernels import trt_plugin
-    except ImportError as exc:
-        raise MissingBackendError(
-            "--attention plugin needs the ElevationAttention TensorRT plugin (climax_deploy.kernels.trt_plugin), "
-            f"which could not be imported ({exc}); install 'climax-deploy[kernels]' or use --attention inline or native"
-        ) from exc
+    TRITON.load()  # the plugin compiles the Triton kernel ahead of time
+    from climax_deploy.kernels import trt_plugin
+
     trt_plugin.register_elevation_attention_plugin()
 
 

@@ -15,14 +15,14 @@ functions tested on CPU-only machines.
 from __future__ import annotations
 
 import functools
-import importlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from climax_deploy.errors import BadInputError, MissingBackendError
+from climax_deploy.errors import BadInputError
 from climax_deploy.kernels.tiling import LaunchConfig, launch_config
+from climax_deploy.optional import TENSORRT_PLUGIN
 from climax_deploy.schema import CUSTOM_DOMAIN, CUSTOM_OP, CUSTOM_OP_VERSION
 
 if TYPE_CHECKING:
@@ -143,13 +143,7 @@ def _device_arch() -> int:
 
 
 def _trtp() -> Any:
-    try:
-        return importlib.import_module("tensorrt.plugin")
-    except ImportError as exc:
-        raise MissingBackendError(
-            f"the {PLUGIN_ID} plugin needs TensorRT >= 10.9 with tensorrt.plugin ({exc}); "
-            "install TensorRT from NVIDIA's index or use NVIDIA's container"
-        ) from exc
+    return TENSORRT_PLUGIN.load()
 
 
 @functools.cache

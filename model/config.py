@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from climax_deploy.errors import BadInputError
+from climax_deploy.optional import YAML
 from climax_deploy.schema import ELEVATION_VARIABLE, OUTPUTS, STANDARDISATION, VARIABLES
 
 
@@ -147,10 +148,7 @@ def read_text_config(path: str | Path, what: str) -> Any:
             return json.loads(text)
         except json.JSONDecodeError as exc:
             raise BadInputError(f"{what} {path} is not valid JSON: {exc}") from exc
-    try:
-        import yaml
-    except ImportError as exc:  # pragma: no cover - pyyaml ships with the export extra
-        raise BadInputError("YAML configs need pyyaml: pip install pyyaml") from exc
+    yaml = YAML.load()
 
     class _Loader(yaml.SafeLoader):
         pass

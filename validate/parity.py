@@ -13,6 +13,7 @@ import numpy as np
 from climax_deploy.artifacts import sha256_file
 from climax_deploy.errors import BadInputError, ModelFileError
 from climax_deploy.manifest import Manifest, read_manifest
+from climax_deploy.optional import TRITON
 from climax_deploy.progress import Progress
 from climax_deploy.runner import Runner
 from climax_deploy.synthetic import synthetic_sample
@@ -110,10 +111,10 @@ def reference_from_manifest(manifest: Manifest, checkpoint: str | Path | None = 
 
 def plugin_registrar() -> Callable[[], object] | None:
     """The ElevationAttention plugin's registration for plugin engines, where the kernels package imports."""
-    try:
-        from climax_deploy.kernels.trt_plugin import register_elevation_attention_plugin
-    except ImportError:
+    if not TRITON.available():
         return None
+    from climax_deploy.kernels.trt_plugin import register_elevation_attention_plugin
+
     return register_elevation_attention_plugin
 
 
