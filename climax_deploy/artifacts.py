@@ -29,7 +29,7 @@ from climax_deploy.errors import BadInputError
 PathLike = Union[str, "os.PathLike[str]"]
 TMP_SUFFIX = ".tmp"
 STALE_SECONDS = 300.0  # a temporary untouched this long belongs to a writer that died
-MANIFEST_SUFFIX = ".manifest.json"  # the sidecar of an artifact (climax_deploy.manifest uses the same)
+MANIFEST_SUFFIX = ".manifest.json"  # the sidecar of an artifact
 DATA_SUFFIX = ".data"  # external weights of an ONNX model
 
 _umask_lock = threading.Lock()
@@ -191,8 +191,13 @@ def write_bytes_atomic(final: PathLike, data: bytes) -> None:
         tmp.write_bytes(data)
 
 
+def json_bytes(obj: Any) -> bytes:
+    """The toolkit's JSON files: sorted keys, indented, newline-terminated."""
+    return (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode()
+
+
 def write_json_atomic(final: PathLike, obj: Any) -> None:
-    write_bytes_atomic(final, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+    write_bytes_atomic(final, json_bytes(obj))
 
 
 # -- output checks (cheap, before the long work) ----------------------------------------------------
@@ -261,10 +266,7 @@ def check_writable(*paths: PathLike | None) -> None:
         if p is None:
             continue
         path = Path(p)  # may be a folder store (zarr) that is replaced whole
-        parent = path.parent
-        while not parent.exists() and parent != parent.parent:
-            parent = parent.parent
-        _probe(path, parent)
+        _probe(path, _nearest_existing(path.parent))
 
 
 def check_writable_dir(*folders: PathLike | None) -> None:
@@ -275,10 +277,14 @@ def check_writable_dir(*folders: PathLike | None) -> None:
         folder = Path(f)
         if folder.exists() and not folder.is_dir():
             raise BadInputError(f"cannot write into {folder}: it is not a folder")
-        parent = folder
-        while not parent.exists() and parent != parent.parent:
-            parent = parent.parent
-        _probe(folder, parent)
+        _probe(folder, _nearest_existing(folder))
+
+
+def _nearest_existing(path: Path) -> Path:
+    """`path` if it exists, else its nearest existing ancestor (where creating it would start)."""
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
 
 
 def _probe(target: Path, existing: Path) -> None:

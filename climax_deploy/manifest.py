@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar, Union
 
-from climax_deploy.artifacts import ArtifactWriter, sha256_file
+from climax_deploy.artifacts import MANIFEST_SUFFIX, ArtifactWriter, json_bytes, sha256_file
 from climax_deploy.errors import BadInputError, ModelFileError
 from climax_deploy.schema import (
     CUSTOM_DOMAIN,
@@ -35,7 +35,6 @@ from climax_deploy.standardisation import Standardisation, check_stats
 
 FORMAT = "climax-deploy/manifest"
 SCHEMA_VERSION = 3  # 3: model.lat and model.lon (the training grid's coordinates)
-MANIFEST_SUFFIX = ".manifest.json"
 METADATA_KEY = "climax_deploy.manifest"  # the manifest embedded in an ONNX file's metadata_props
 CONTENT_KEY = "content_sha256"  # sha256 of the manifest's canonical JSON without this field
 ONNX_KIND = "onnx"
@@ -484,7 +483,7 @@ def manifest_bytes(manifest: Manifest) -> bytes:
     """The sidecar file's bytes: the manifest's JSON with its content checksum."""
     obj = to_json(manifest)
     obj[CONTENT_KEY] = content_sha256(obj)
-    return (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode()
+    return json_bytes(obj)
 
 
 def stage_manifest(writer: ArtifactWriter, artifact: str | os.PathLike[str], manifest: M, staged: Path) -> M:

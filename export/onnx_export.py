@@ -24,7 +24,7 @@ import onnx
 import torch
 
 import climax_deploy
-from climax_deploy.artifacts import ArtifactWriter, check_outputs_distinct, check_writable, sha256_file
+from climax_deploy.artifacts import DATA_SUFFIX, ArtifactWriter, check_outputs_distinct, check_writable, sha256_file
 from climax_deploy.errors import BadInputError, ExportError
 from climax_deploy.export.attention_layout import AttentionLayout, ExpandSelfAttention
 from climax_deploy.export.elevation_function import AttachElevationFunction
@@ -266,7 +266,7 @@ def stage_model(writer: ArtifactWriter, model: onnx.ModelProto, output: Path, th
     `<name>.data` of an earlier, larger export is then removed with the commit).
     """
     external = model.ByteSize() > threshold
-    data_name = output.name + ".data"
+    data_name = output.name + DATA_SUFFIX
     tmp = writer.temporary_dir()
     tmp_model = tmp / output.name
     if external:
