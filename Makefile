@@ -1,6 +1,6 @@
 # Two commands do all set-up on a fresh machine:
-#   make demo   export the full (8192-patch) model with seeded random weights, then check parity
-#               against the PyTorch reference on mountain and flat terrain with ONNX Runtime (CPU)
+#   make demo   export the full (8192-patch) model with seeded random weights, then check parity with
+#               ONNX Runtime (CPU) on mountain and flat terrain, graded against float64 PyTorch
 #   make test   the test suite (what CI runs)
 PYTHON ?= python3
 VENV ?= .venv

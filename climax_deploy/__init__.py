@@ -21,6 +21,7 @@ from climax_deploy.errors import (
     ClimaxDeployError,
     EngineBuildError,
     ExportError,
+    InferenceError,
     MissingBackendError,
     ModelFileError,
 )
@@ -31,6 +32,7 @@ __all__ = [
     "ClimaxDeployError",
     "EngineBuildError",
     "ExportError",
+    "InferenceError",
     "MissingBackendError",
     "ModelFileError",
 ]

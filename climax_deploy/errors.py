@@ -27,6 +27,10 @@ class EngineBuildError(ClimaxDeployError):
     """TensorRT could not build or load an engine."""
 
 
+class InferenceError(ClimaxDeployError, RuntimeError):
+    """A loaded model failed while running (a backend call, not the caller's inputs)."""
+
+
 class MissingBackendError(ClimaxDeployError, ImportError):
     """An optional dependency (torch, onnxruntime, TensorRT, ...) is not installed."""
 

@@ -3,8 +3,8 @@
 - `inline`: no rewrite. TensorRT's parser expands the model-local function into MatMul/Softmax
   layers (TensorRT may still fuse them).
 - `native`: the function body becomes ONNX Attention-23 with the elevation bias as a float mask,
-  which TensorRT >= 10.14 imports as its fused IAttention layer. The model's default opset is raised
-  to 23 (Attention's first version).
+  which TensorRT >= 10.14 imports as its fused IAttention layer (in fp16 graphs on float32 casts, so
+  its softmax and mask are float32). The model's default opset is raised to 23 (Attention's first version).
 - `plugin`: the node gains `plugin_namespace`/`plugin_version` attributes, so TensorRT's parser
   builds the registered `climax::ElevationAttention` plugin (the fused Triton kernel) instead of
   expanding the function. ONNX Runtime still runs the function body, so parity stays checkable.
@@ -128,7 +128,13 @@ def attention23_function(opset: int, softmax_in_float32: bool) -> onnx.FunctionP
     q is pre-scaled by 1/sqrt(Dh) and Attention's own scale is 1 (TensorRT asks for the scale to be
     applied before its fused attention, for fp16 range). The bias
     max(-softplus(beta (e_j - e_i)), ln 1e-6) is computed in the elevation's dtype (float32 in fp16
-    graphs) and passed as a float mask in q's dtype, the form TensorRT's IAttention accepts.
+    graphs) and passed as a float mask in the Attention's dtype, the form TensorRT's IAttention accepts.
+
+    `softmax_in_float32` (fp16 graphs): Attention runs on float32 casts of q, k, v and its output is
+    cast back. TensorRT's IAttention has no softmax-precision setting and takes its mask in BMM1's
+    type (NvInfer.h, v11.1), so its ONNX importer cannot honour `softmax_precision`: only float32
+    operands make TensorRT's softmax float32 and keep the mask off fp16's 2^-7 grid near ln 1e-6.
+    The attribute stays for runtimes that honour it (ONNX Runtime).
     """
     if opset < ATTENTION_OPSET:
         raise ExportError(f"Attention needs opset >= {ATTENTION_OPSET}, got {opset}")
@@ -136,11 +142,20 @@ def attention23_function(opset: int, softmax_in_float32: bool) -> onnx.FunctionP
     attention_attrs: dict[str, Any] = {"scale": 1.0}
     if softmax_in_float32:
         attention_attrs["softmax_precision"] = TensorProto.FLOAT
-    nodes = [
-        *scaled_query_nodes(),
-        *elevation_bias_nodes("mask", like="q"),
-        n("Attention", ["q_scaled", "k", "v", "mask"], ["out"], **attention_attrs),
-    ]
+        to_float = [n("Cast", [x], [f"{x}_f32"], to=TensorProto.FLOAT) for x in ("q_scaled", "k", "v")]
+        nodes = [
+            *scaled_query_nodes(),
+            *to_float,
+            *elevation_bias_nodes("mask", like="q_scaled_f32"),
+            n("Attention", ["q_scaled_f32", "k_f32", "v_f32", "mask"], ["out_f32"], **attention_attrs),
+            n("CastLike", ["out_f32", "q"], ["out"]),
+        ]
+    else:
+        nodes = [
+            *scaled_query_nodes(),
+            *elevation_bias_nodes("mask", like="q"),
+            n("Attention", ["q_scaled", "k", "v", "mask"], ["out"], **attention_attrs),
+        ]
     return helper.make_function(
         CUSTOM_DOMAIN,
         CUSTOM_OP,

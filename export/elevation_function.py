@@ -15,7 +15,7 @@ import onnx
 from onnx import TensorProto, helper
 
 from climax_deploy.errors import ExportError
-from climax_deploy.export.attention_layout import AttentionLayout, attention_nodes
+from climax_deploy.export.attention_layout import AttentionLayout, QueryBias, attention_nodes
 from climax_deploy.export.passes import GraphPass, PassResult, elevation_functions, elevation_nodes, opset_version
 from climax_deploy.schema import CUSTOM_DOMAIN, CUSTOM_OP, CUSTOM_OP_VERSION, MASK_FLOOR
 
@@ -32,16 +32,9 @@ def _const_float(name: str, value: float) -> onnx.NodeProto:
     return helper.make_node("Constant", [], [name], value_float=value)
 
 
-def elevation_bias_nodes(output: str, like: str) -> list[onnx.NodeProto]:
-    """Nodes computing bias[b, 1, i, j] = max(-softplus(beta * (e_j - e_i)), ln 1e-6) from the function's
-    `elevation` and `beta` inputs, in the elevation's dtype, then cast like tensor `like` into `output`.
-
-    softplus(beta (e_j - e_i)) = log(1 + a_j b_i) with a_j = exp(beta (e_j - 1/2)) and
-    b_i = exp(-beta (e_i - 1/2)): two exponentials per token instead of two transcendentals per pair,
-    3x faster on CPU at 8192 patches and as accurate (both ~4e-8 RMS against float64). Centring at 1/2
-    keeps a_j b_i finite for beta up to ~170 on [0, 1] elevations; beyond, inf clamps to ln 1e-6 as it
-    should. The un-cast bias is `bias4` (fp16 rewrites keep the softmax in its precision).
-    """
+def token_exponential_nodes() -> list[onnx.NodeProto]:
+    """Per-token factors of the bias, from the function's `elevation` [B, N] and `beta`: `a_row` [B, 1, N]
+    (a_j, keys) and `b_query` [B, N] (b_i, queries), plus the constants `pair_bias_nodes` reads."""
     n = helper.make_node
     return [
         _const_ints("axis_1", [1]),
@@ -55,19 +48,42 @@ def elevation_bias_nodes(output: str, like: str) -> list[onnx.NodeProto]:
         n("Neg", ["barrier"], ["neg_barrier"]),
         n("Exp", ["neg_barrier"], ["b_query"]),  # b_i
         n("Unsqueeze", ["a_key", "axis_1"], ["a_row"]),  # [B, 1, N]
-        n("Unsqueeze", ["b_query", "axis_2"], ["b_col"]),  # [B, N, 1]
-        n("Mul", ["a_row", "b_col"], ["ratio"]),  # [B, N, N]: exp(beta (e_j - e_i))
         _const_float("one_f", 1.0),
         n("CastLike", ["one_f", "elevation"], ["one"]),
-        n("Add", ["ratio", "one"], ["one_plus"]),
-        n("Log", ["one_plus"], ["softplus"]),
         _const_float("cap_f", -math.log(MASK_FLOOR)),
         n("CastLike", ["cap_f", "elevation"], ["cap"]),
-        n("Min", ["softplus", "cap"], ["softplus_capped"]),
-        n("Neg", ["softplus_capped"], ["bias3"]),
-        n("Unsqueeze", ["bias3", "axis_1"], ["bias4"]),  # [B, 1, N, N]
-        n("CastLike", ["bias4", like], [output]),
     ]
+
+
+def pair_bias_nodes(b_rows: str, output: str, like: str, prefix: str = "") -> list[onnx.NodeProto]:
+    """bias[b, 1, i, j] = -min(log(1 + a_j b_i), -ln 1e-6) for the query rows whose b_i are `b_rows` [B, rows],
+    in the elevation's dtype as `{prefix}bias4`, then cast like tensor `like` into `output`."""
+    n = helper.make_node
+    p = prefix
+    return [
+        n("Unsqueeze", [b_rows, "axis_2"], [f"{p}b_col"]),  # [B, rows, 1]
+        n("Mul", ["a_row", f"{p}b_col"], [f"{p}ratio"]),  # [B, rows, N]: exp(beta (e_j - e_i))
+        n("Add", [f"{p}ratio", "one"], [f"{p}one_plus"]),
+        n("Log", [f"{p}one_plus"], [f"{p}softplus"]),
+        n("Min", [f"{p}softplus", "cap"], [f"{p}softplus_capped"]),
+        n("Neg", [f"{p}softplus_capped"], [f"{p}bias3"]),
+        n("Unsqueeze", [f"{p}bias3", "axis_1"], [f"{p}bias4"]),  # [B, 1, rows, N]
+        n("CastLike", [f"{p}bias4", like], [output]),
+    ]
+
+
+def elevation_bias_nodes(output: str, like: str) -> list[onnx.NodeProto]:
+    """Nodes computing bias[b, 1, i, j] = max(-softplus(beta * (e_j - e_i)), ln 1e-6) from the function's
+    `elevation` and `beta` inputs, in the elevation's dtype, then cast like tensor `like` into `output`.
+
+    softplus(beta (e_j - e_i)) = log(1 + a_j b_i) with a_j = exp(beta (e_j - 1/2)) and
+    b_i = exp(-beta (e_i - 1/2)): two exponentials per token instead of two transcendentals per pair,
+    3x faster on CPU at 8192 patches and as accurate (both ~4e-8 RMS against float64). Centring at 1/2
+    keeps a_j b_i finite for beta up to ~170 on [0, 1] elevations; beyond, inf clamps to ln 1e-6 as it
+    should. The un-cast bias is `bias4` (fp16 rewrites keep the softmax in its precision). Blocked
+    layouts build the same bias per block of queries (`pair_bias_nodes` on a slice of `b_query`).
+    """
+    return token_exponential_nodes() + pair_bias_nodes("b_query", output, like)
 
 
 def scaled_query_nodes() -> list[onnx.NodeProto]:
@@ -86,16 +102,18 @@ def scaled_query_nodes() -> list[onnx.NodeProto]:
 def elevation_attention_function(opset: int, layout: AttentionLayout | None = None) -> onnx.FunctionProto:
     """Build the FunctionProto for the model's default-domain opset `opset`.
 
-    Without a layout (or a fused one) the body is generic in heads and head size; a chunked layout
-    splits the heads into fixed groups, so that body is specific to the model's head count.
+    Without a layout (or an all-heads, all-queries one) the body is generic in heads and head size; a
+    chunked layout splits the heads into fixed groups, so that body is specific to the model's head
+    count; a blocked layout (see attention_layout) runs the queries in blocks inside a Loop and builds
+    the bias per block from the per-token factors, so no N x N tensor is ever whole.
     """
     if opset < MIN_OPSET:
         raise ExportError(f"ElevationAttention's body needs opset >= {MIN_OPSET}, got {opset}")
     n = helper.make_node
-    bias_nodes = elevation_bias_nodes("bias", like="q")
-    if layout is None or layout.chunks == 1:
+    if layout is None or (layout.chunks == 1 and not layout.blocked):
         # Generic in heads and head size: scale from q's shape, all heads in one chain.
-        attention = [
+        body = [
+            *elevation_bias_nodes("bias", like="q"),
             *scaled_query_nodes(),  # scale the N x Dh queries, not the N x N scores
             n("Transpose", ["k"], ["k_t"], perm=[0, 1, 3, 2]),
             n("MatMul", ["q_scaled", "k_t"], ["scaled"]),
@@ -104,13 +122,14 @@ def elevation_attention_function(opset: int, layout: AttentionLayout | None = No
             n("MatMul", ["probs", "v"], ["out"]),
         ]
     else:
-        attention = attention_nodes("", "q", "k", "v", "out", layout, bias="bias")
+        bias = QueryBias("b_query", lambda rows, output, prefix: pair_bias_nodes(rows, output, "q", prefix))
+        body = token_exponential_nodes() + attention_nodes("attn/", "q", "k", "v", "out", layout, bias=bias)
     return helper.make_function(
         CUSTOM_DOMAIN,
         CUSTOM_OP,
         list(FUNCTION_INPUTS),
         list(FUNCTION_OUTPUTS),
-        bias_nodes + attention,
+        body,
         opset_imports=[helper.make_opsetid("", opset)],
         doc_string="Physics-guided attention: softmax(q k^T / sqrt(d) + max(-softplus(beta (e_j - e_i)), ln 1e-6)) v",
     )

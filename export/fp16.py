@@ -158,7 +158,11 @@ class ConvertToFp16(GraphPass):
                 if want is None or plan.dtype.get(name) == want:
                     continue
                 node.input[slot] = self._cast(name, want, plan, new_nodes)
-            out_dtype = self._output_dtype(node, index in island, required, plan)
+            implicit = {name: plan.dtype.get(name, types[name]) for name in outer_inputs(node) if name in types}
+            if any(dtype != FLOAT16 for dtype in implicit.values()) or (implicit and index in island):
+                raise ExportError(f"{node.op_type} node {node.name!r} reads float32 tensors from its subgraph "
+                                  f"({sorted(implicit)[:3]}); only float16 compute bodies are supported")  # fmt: skip
+            out_dtype = FLOAT16 if implicit else self._output_dtype(node, index in island, required, plan)
             for out in node.output:
                 if out in types:
                     plan.dtype[out] = out_dtype if out_dtype is not None else types[out]
@@ -199,6 +203,9 @@ class ConvertToFp16(GraphPass):
             wants[value.name].add(io_dtype)
         for index in reversed(range(len(model.graph.node))):
             node = model.graph.node[index]
+            for name in outer_inputs(node):
+                if name in types:
+                    wants[name].add(FLOAT16)  # a query-block Loop's body computes in its outer tensors' dtype
             for slot, name in enumerate(node.input):
                 if name not in types:
                     continue
@@ -368,11 +375,33 @@ def float32_softmax(nodes: list[onnx.NodeProto], tag: str = "") -> list[onnx.Nod
 
 
 def mixed_precision_bodies(model: onnx.ModelProto) -> None:
-    """Apply `float32_softmax` to every model-local function (ElevationAttention and any other)."""
+    """Apply `float32_softmax` to every model-local function (ElevationAttention and any other) and to
+    the subgraphs of the main graph (the query-block Loops of plain attention)."""
     for function in model.functions:
         body = float32_softmax(list(function.node))
         del function.node[:]
         function.node.extend(body)
+    for node in model.graph.node:
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                body = float32_softmax(list(attr.g.node), f"{node.name or node.op_type}_")
+                del attr.g.node[:]
+                attr.g.node.extend(body)
+
+
+def outer_inputs(node: onnx.NodeProto) -> list[str]:
+    """Names `node`'s subgraphs read from the enclosing graph (a Loop body's implicit inputs), in order."""
+    found: list[str] = []
+    for attr in node.attribute:
+        graphs = [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)
+        for graph in graphs:
+            local = {v.name for v in graph.input} | {t.name for t in graph.initializer}
+            for inner in graph.node:
+                for name in [*inner.input, *outer_inputs(inner)]:
+                    if name and name not in local and name not in found:
+                        found.append(name)
+                local.update(inner.output)
+    return found
 
 
 def island_description() -> list[str]:

@@ -26,9 +26,10 @@ import torch
 import climax_deploy
 from climax_deploy.artifacts import DATA_SUFFIX, ArtifactWriter, check_outputs_distinct, check_writable, sha256_file
 from climax_deploy.errors import BadInputError, ExportError
-from climax_deploy.export.attention_layout import AttentionLayout, ExpandSelfAttention
+from climax_deploy.export.attention_layout import DEFAULT_BLOCK_ELEMENTS, AttentionLayout, ExpandSelfAttention
 from climax_deploy.export.elevation_function import AttachElevationFunction
 from climax_deploy.export.passes import DEFAULT_OPSET, GraphPass, elevation_functions, elevation_nodes, run_passes
+from climax_deploy.export.shape_compat import shape_compat_passes
 from climax_deploy.manifest import (
     PRECISIONS,
     BatchSpec,
@@ -152,24 +153,27 @@ def trace_to_onnx(model: ClimaX, options: ExportOptions) -> onnx.ModelProto:
 
 
 def attention_layout(model: ClimaX, options: ExportOptions) -> AttentionLayout:
-    """fp32: heads in chunks (CPU memory); fp16 (TensorRT): all heads in one fused chain."""
+    """fp32 (ONNX Runtime): heads in chunks and queries in blocks, memory linear in N; fp16 (TensorRT):
+    all heads and queries in one fused chain."""
     cfg = model.config
     chunk = options.heads_per_chunk
     if chunk == 0:
         chunk = None if options.precision == "fp16" else DEFAULT_HEADS_PER_CHUNK
     if options.precision == "fp16" and chunk is not None and chunk < cfg.num_heads:
         raise BadInputError("fp16 exports keep all heads in one chain (for TensorRT); drop --heads-per-chunk")
-    return AttentionLayout(cfg.num_heads, cfg.head_dim, chunk)
+    block = None if options.precision == "fp16" else DEFAULT_BLOCK_ELEMENTS
+    return AttentionLayout(cfg.num_heads, cfg.head_dim, chunk, block)
 
 
 def export_passes(layout: AttentionLayout, precision: str = "fp32") -> list[GraphPass]:
-    """Attach the ElevationAttention function, expand SelfAttention; for fp16, cast with fp32 islands."""
+    """Attach the ElevationAttention function, expand SelfAttention; for fp16, cast with fp32 islands;
+    last, keep the graph readable by ONNX Runtime's symbolic_shape_infer (export/shape_compat.py)."""
     passes: list[GraphPass] = [AttachElevationFunction(layout), ExpandSelfAttention(layout)]
     if precision == "fp16":
         from climax_deploy.export.fp16 import ConvertToFp16
 
         passes.append(ConvertToFp16())
-    return passes
+    return passes + shape_compat_passes()
 
 
 def versions() -> dict[str, str]:

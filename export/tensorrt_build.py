@@ -6,7 +6,7 @@ timing caches, optimisation level, hardware and version compatibility, progress 
 look up optional TensorRT features by name, so flags removed in 11 are never touched unless asked
 for. What stays in our hands, typed against TensorRT's API:
 - the version check and the build plan (strongly typed vs the FP16 flag), export/tensorrt_profile.py;
-- the parser flag ENABLE_PLUGIN_OVERRIDE, which exists only from 10.15 (looked up by name);
+- the ONNX parser's flags: its defaults kept, ENABLE_PLUGIN_OVERRIDE (10.15+) added for the plugin;
 - the progress monitor (an IProgressMonitor subclass) and the engine's manifest.
 
 `build_engine` makes every check (file names, TensorRT, the export's manifest and checksum, the batch
@@ -145,17 +145,27 @@ def _progress_monitor(enabled: bool) -> trt.IProgressMonitor | None:
     return PhasePrinter()
 
 
+# The ONNX parser's default flags (TensorRT's pyOnnxDoc.h, v10.13.0-v11.1): NATIVE_INSTANCENORM is
+# ON by default and "required when building version-compatible or hardware-compatible engines".
+# Polygraphy's NetworkFromOnnx*(flags=...) assigns parser.flags, replacing the defaults, so every
+# flag set passed to it starts from these.
+PARSER_DEFAULT_FLAGS: tuple[str, ...] = ("NATIVE_INSTANCENORM",)
+
+
+def parser_flag_names(attention: str) -> tuple[str, ...]:
+    """The OnnxParserFlag names to set for an `--attention` mode: the defaults, plus for the plugin
+    ENABLE_PLUGIN_OVERRIDE (TensorRT >= 10.15; absent names are skipped). The node's plugin_namespace
+    already routes it to the plugin; the override flag only adds that a plugin may shadow an ONNX op."""
+    extra = ("ENABLE_PLUGIN_OVERRIDE",) if attention == "plugin" else ()
+    return PARSER_DEFAULT_FLAGS + extra
+
+
 def _parser_flags(attention: str) -> list[Any]:
+    """parser_flag_names as this TensorRT's OnnxParserFlag values (names it lacks are skipped)."""
     import tensorrt as trt
 
-    flags: list[Any] = []
-    if attention == "plugin":
-        # plugin_namespace on the node already makes the parser prefer the plugin; where the parser
-        # also has the explicit override flag (10.15+, absent from the 10.13 stubs) set it too.
-        override = getattr(trt.OnnxParserFlag, "ENABLE_PLUGIN_OVERRIDE", None)
-        if override is not None:
-            flags.append(override)
-    return flags
+    flags = [getattr(trt.OnnxParserFlag, name, None) for name in parser_flag_names(attention)]
+    return [flag for flag in flags if flag is not None]
 
 
 def _create_config(options: EngineOptions, plan: BuildPlan, shapes: Shapes, show_progress: bool) -> Any:
@@ -240,10 +250,10 @@ def _build_with_polygraphy(
             from polygraphy.backend.trt import NetworkFromOnnxPath
 
             network = NetworkFromOnnxPath(str(path), strongly_typed=plan.strongly_typed,
-                                          flags=_parser_flags(options.attention) or None)  # fmt: skip
+                                          flags=_parser_flags(options.attention))  # fmt: skip
         else:
             network = NetworkFromOnnxBytes(model.SerializeToString(), strongly_typed=plan.strongly_typed,
-                                           flags=_parser_flags(options.attention) or None)  # fmt: skip
+                                           flags=_parser_flags(options.attention))  # fmt: skip
         config = _create_config(options, plan, shapes, show_progress)
         build = EngineBytesFromNetwork(network, config=config,
                                        save_timing_cache=str(options.timing_cache) if options.timing_cache else None)  # fmt: skip
@@ -254,6 +264,19 @@ def _build_with_polygraphy(
     if engine is None:
         raise EngineBuildError("TensorRT returned no engine (see its log above)")
     return bytes(engine)
+
+
+def engine_versions(attention: str, version: TensorRTVersion) -> dict[str, str]:
+    """What the engine was built with; a plugin engine also records Triton and the PTX it embeds
+    (ISA and target: what --hardware-compat ampere+ relies on)."""
+    versions = {"climax_deploy": climax_deploy.__version__, "tensorrt": str(version)}
+    if attention == "plugin":
+        from climax_deploy.kernels.trt_plugin import PTX_PROMISE
+
+        versions["elevation_attention_ptx"] = PTX_PROMISE
+        if TRITON.available():
+            versions["triton"] = str(TRITON.load().__version__)
+    return versions
 
 
 def engine_manifest(
@@ -285,7 +308,7 @@ def engine_manifest(
         workspace_bytes=options.workspace_bytes,
         timing_cache=str(options.timing_cache) if options.timing_cache else None,
         build_seconds=round(seconds, 1),
-        versions={"climax_deploy": climax_deploy.__version__, "tensorrt": str(version)},
+        versions=engine_versions(options.attention, version),
         created_utc=datetime.now(timezone.utc).isoformat(timespec="seconds"),
     )
 
@@ -337,10 +360,13 @@ def plan_trtexec(
 
 
 __all__ = [
+    "PARSER_DEFAULT_FLAGS",
     "TrtexecPlan",
     "build_engine",
     "default_engine_path",
     "engine_manifest",
+    "engine_versions",
+    "parser_flag_names",
     "plan_trtexec",
     "prepare_onnx",
     "register_elevation_plugin",

@@ -15,9 +15,6 @@ TESTED_HEAD_DIMS: tuple[int, ...] = (64, 96, 128)
 MIN_HEAD_DIM = 16
 MAX_HEAD_DIM = 256
 DTYPES: tuple[str, ...] = ("fp16", "bf16", "fp32")
-# Per-token exponents are clamped to +-this (base 2) so nothing overflows: exact for |beta| <= 174
-# on elevations normalised to [0, 1] (|beta * (e - 0.5) * log2 e| <= 126).
-EXPONENT_CLAMP = 126.0
 
 
 def _is_pow2(n: int) -> bool:
@@ -105,6 +102,43 @@ def tile_sizes(head_dim: int, dtype: str, interpret: bool = False) -> tuple[int,
         return 64, 32, 4, 2
     wide = split_head_dim(head_dim).d0 + split_head_dim(head_dim).d1 > 64
     return 128, 64, 8 if wide else 4, 2 if head_dim > 128 else 3
+
+
+# Ahead-of-time (TensorRT plugin) compilation. TensorRT's KernelLaunchParams carries a byte count
+# only; nothing in tensorrt.plugin (v10.13-v11.1) opts a kernel into more than the 48 KiB of dynamic
+# shared memory every CUDA GPU grants without cuFuncSetAttribute, so the AOT tiles must fit 48 KiB.
+AOT_SHARED_MEM_LIMIT = 48 * 1024
+
+
+def aot_tile_sizes(head_dim: int, dtype: str) -> tuple[int, int, int, int]:
+    """(block_m, block_n, num_warps, num_stages) for the TensorRT plugin's precompiled kernel.
+
+    Narrower tiles and two stages, so shared memory stays within AOT_SHARED_MEM_LIMIT at sm_80
+    (Triton 3.9, head dim 128: fp16 64 x 32 tiles 36 KiB, fp32 32 x 16 tiles 34 KiB; the CUDA
+    launcher's fp16 128 x 64 x 3 stages needs 97 KiB). compile_ptx checks the limit on every build.
+    """
+    if dtype not in DTYPES:
+        raise BadInputError(f"elevation attention supports q/k/v dtypes {DTYPES}, got {dtype!r}")
+    split = split_head_dim(head_dim)
+    width = split.d0 + split.d1
+    if dtype == "fp32":
+        return 32, 32 if width <= 96 else 16, 4, 2
+    return 128 if width <= 96 else 64, 32, 8 if width > 64 else 4, 2
+
+
+def aot_launch_config(head_dim: int, dtype: str) -> LaunchConfig:
+    """Launch configuration of the precompiled kernel; its grid is a placeholder (TensorRT computes it)."""
+    bm, bn, warps, stages = aot_tile_sizes(head_dim, dtype)
+    return LaunchConfig(
+        head=split_head_dim(head_dim),
+        block_m=bm,
+        block_n=bn,
+        num_warps=warps,
+        num_stages=stages,
+        dot_precision="ieee" if dtype == "fp32" else "tf32",
+        upcast_dot=False,
+        grid=(1, 1, 1),
+    )
 
 
 def launch_config(

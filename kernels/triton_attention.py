@@ -3,11 +3,12 @@
 Flash-style forward with O(N) extra memory: each program owns a tile of queries of one (batch,
 head), streams the key/value tiles and keeps an online softmax. The physics mask
     mask[i, j] = max(sigmoid(-beta * (e_j - e_i)), 1e-6)
-is formed in registers from the per-token elevations; no N x N tensor exists. Factorised as
-    sigmoid(-beta (e_j - e_i)) = 1 / (1 + 2^(u_j) * 2^(-u_i)),   u = beta * (e - 0.5) * log2(e)
-it costs one multiply-add and one reciprocal per score (the 2^u are per token). Multiplying the
-exponentiated scores by the mask and renormalising is softmax(s + log mask): the exact bias form of
-the seed's attention, without its +1e-8 (docs/model.md).
+enters as its logarithm, a bias formed in registers from the per-token elevations (no N x N tensor):
+    log2 mask = max(-(max(x, 0) + log2(1 + 2^-|x|)), log2 1e-6),   x = beta * log2(e) * (e_j - e_i)
+so the kernel computes softmax(s + log mask), the exact bias form of the seed's attention without
+its +1e-8 (docs/model.md). The running maximum is taken over the biased scores: were it taken over
+raw scores with the mask multiplied in afterwards, a row whose best-scoring keys sit on the 1e-6
+floor would have every weight underflow when P is rounded to fp16/bf16 for the second matmul.
 
 Argument order is (inputs..., integer scalars..., output) so the same kernel compiles ahead of time
 for TensorRT's plugin ABI (see trt_plugin.py).
@@ -16,6 +17,7 @@ for TensorRT's plugin ABI (see trt_plugin.py).
 from __future__ import annotations
 
 import functools
+import math
 import os
 from typing import Any
 
@@ -24,12 +26,11 @@ import triton.language as tl
 
 from climax_deploy.errors import BadInputError
 from climax_deploy.kernels.checks import TORCH_DTYPES, check_attention_inputs
-from climax_deploy.kernels.tiling import EXPONENT_CLAMP, LaunchConfig, launch_config
+from climax_deploy.kernels.tiling import LaunchConfig, launch_config
 from climax_deploy.schema import MASK_FLOOR
 
 _LOG2E = tl.constexpr(1.4426950408889634)
-_MASK_FLOOR = tl.constexpr(MASK_FLOOR)
-_EXP_CLAMP = tl.constexpr(EXPONENT_CLAMP)
+_LOG2_MASK_FLOOR = tl.constexpr(math.log2(MASK_FLOOR))  # the mask's floor as a base-2 bias
 
 def elevation_attention_fwd(  # type: ignore[no-untyped-def]  # Triton reads annotations; tl.constexpr only
     Q, K, V, E, BETA,  # inputs: q/k/v [B, H, N, D], elevation [B, N], beta [] (any float dtype)
@@ -76,14 +77,12 @@ def elevation_attention_fwd(  # type: ignore[no-untyped-def]  # Triton reads ann
             q1 = q1.to(tl.float32)
         acc1 = tl.full([BLOCK_M, D1], 0.0, dtype=tl.float32)
 
-    # Per-query half of the factorised mask: 2^(-u_i), u = beta * (e - 0.5) * log2 e, clamped.
     beta_log2 = tl.load(BETA).to(tl.float32) * _LOG2E
-    e_q = tl.load(e_base + offs_m * stride_en, mask=row_ok, other=0.5).to(tl.float32)
-    b_q = tl.exp2(-tl.minimum(tl.maximum(beta_log2 * (e_q - 0.5), -_EXP_CLAMP), _EXP_CLAMP))  # [BLOCK_M]
+    e_q = tl.load(e_base + offs_m * stride_en, mask=row_ok, other=0.0).to(tl.float32)  # [BLOCK_M]
 
     qk_scale = _LOG2E / tl.sqrt(HEAD_DIM * 1.0)  # scores in base 2
-    m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)  # running max of scaled scores
-    l_i = tl.full([BLOCK_M], 0.0, dtype=tl.float32)  # running sum of masked weights
+    m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)  # running max of biased scores
+    l_i = tl.full([BLOCK_M], 0.0, dtype=tl.float32)  # running sum of weights
     for start_n in range(0, seq_len, BLOCK_N):
         offs_n = start_n + tl.arange(0, BLOCK_N)  # [BLOCK_N]
         col_ok = offs_n < seq_len
@@ -98,15 +97,16 @@ def elevation_attention_fwd(  # type: ignore[no-untyped-def]  # Triton reads ann
             if UPCAST_DOT:
                 k1 = k1.to(tl.float32)
             s += tl.dot(q1, k1, input_precision=DOT_PRECISION)
-        s = tl.where(col_ok[None, :], s * qk_scale, float("-inf"))
 
-        e_k = tl.load(e_base + offs_n * stride_en, mask=col_ok, other=0.5).to(tl.float32)
-        a_k = tl.exp2(tl.minimum(tl.maximum(beta_log2 * (e_k - 0.5), -_EXP_CLAMP), _EXP_CLAMP))  # [BLOCK_N]
-        mask = tl.maximum(1.0 / (1.0 + b_q[:, None] * a_k[None, :]), _MASK_FLOOR)  # [BLOCK_M, BLOCK_N]
+        # log2 of the mask: -log2(1 + 2^x) (a stable base-2 softplus), floored at log2 1e-6
+        e_k = tl.load(e_base + offs_n * stride_en, mask=col_ok, other=0.0).to(tl.float32)  # [BLOCK_N]
+        x = beta_log2 * (e_k[None, :] - e_q[:, None])  # [BLOCK_M, BLOCK_N]
+        log2_mask = tl.maximum(-(tl.maximum(x, 0.0) + tl.log2(1.0 + tl.exp2(-tl.abs(x)))), _LOG2_MASK_FLOOR)
+        s = tl.where(col_ok[None, :], s * qk_scale + log2_mask, float("-inf"))  # biased scores, base 2
 
         m_new = tl.maximum(m_i, tl.max(s, 1))
         alpha = tl.exp2(m_i - m_new)
-        p = tl.exp2(s - m_new[:, None]) * mask
+        p = tl.exp2(s - m_new[:, None])  # the row's largest weight is 1: nothing underflows in 16 bits
         l_i = l_i * alpha + tl.sum(p, 1)
         p_in = p.to(V.dtype.element_ty)  # the weights enter the second matmul in v's precision
         if UPCAST_DOT:
@@ -124,7 +124,7 @@ def elevation_attention_fwd(  # type: ignore[no-untyped-def]  # Triton reads ann
             acc1 = acc1 * alpha[:, None] + tl.dot(p_in, v1, input_precision=DOT_PRECISION)
         m_i = m_new
 
-    inv_l = 1.0 / l_i  # >= 1e-6: the row's largest score carries weight >= the mask floor
+    inv_l = 1.0 / l_i  # l_i >= 1: the row's largest biased score carries weight exp2(0)
     o_rows = o_base + offs_m[:, None] * stride_on
     tl.store(o_rows + offs_d0[None, :], (acc0 * inv_l[:, None]).to(OUT.dtype.element_ty), mask=row_ok[:, None] & d0_ok[None, :])
     if D1 > 0:

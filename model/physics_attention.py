@@ -34,10 +34,18 @@ LOG_MASK_FLOOR = math.log(MASK_FLOOR)
 
 
 def patch_elevations(field: torch.Tensor, patch_size: int) -> torch.Tensor:
-    """Mean elevation of each patch: field [B, H, W] -> [B, N], patches in row-major order."""
+    """Mean elevation of each patch above the sample's lowest pixel: field [B, H, W] -> [B, N], row-major.
+
+    The per-sample minimum is subtracted before the averaging. Min-max normalisation ignores any
+    offset, so in exact arithmetic `e` is unchanged; in floating point it keeps the digits of a small
+    relief on a high base: pixels near the minimum subtract exactly (Sterbenz), so a 0.3 m relief
+    on a 5,000 m plateau is averaged as 0..0.3 m, not as 5,000.0..5,000.3 m rounded to the
+    precision's step at 5,000 m.
+    """
     if field.dim() != 3:
         raise ValueError(f"patch_elevations expects a [B, H, W] field, got shape {tuple(field.shape)}")
-    pooled = F.avg_pool2d(field.unsqueeze(1), kernel_size=patch_size, stride=patch_size)  # [B, 1, h, w]
+    lowest = field.amin(dim=(1, 2), keepdim=True)  # [B, 1, 1]
+    pooled = F.avg_pool2d((field - lowest).unsqueeze(1), kernel_size=patch_size, stride=patch_size)  # [B, 1, h, w]
     return pooled.flatten(1)
 
 

@@ -4,6 +4,9 @@
     with load("build/climax_full.onnx") as runner:
         y = runner.predict(x, lead_times)   # x [B, 15, 128, 256] float32, lead_times [B] hours
 
+    # TensorRT through ONNX Runtime's TensorRT execution provider (onnxruntime-gpu + TensorRT's libraries):
+    runner = load("build/climax_full_fp16.onnx", providers="tensorrt", trt_cache_dir="build/trt_cache")
+
 This package imports numpy, ONNX Runtime and climax_deploy's core; TensorRT only when an engine is
 loaded. torch, Triton, xarray and the serving stack are never imported (import-linter checks it).
 """
@@ -39,7 +42,8 @@ def load(path: str | os.PathLike[str], options: Any = None, **overrides: Any) ->
     """Load a model artifact by its suffix: `.onnx` -> ONNX Runtime, `.engine` -> TensorRT.
 
     options: OnnxRuntimeOptions or TensorRTOptions; keyword overrides set their fields, e.g.
-    load("m.onnx", providers="cpu", threads=2) or load("m.engine", device=1).
+    load("m.onnx", providers="cpu", threads=2), load("m.onnx", providers="tensorrt", trt_cache_dir="cache")
+    (ONNX Runtime's TensorRT execution provider, fp16, engines cached in the folder) or load("m.engine", device=1).
     """
     suffix = Path(path).suffix.lower()
     if suffix == ".onnx":

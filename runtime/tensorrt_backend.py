@@ -1,9 +1,12 @@
 """TensorRT backend: `load("model.engine")` -> the same predict(x, lead_times) contract as ONNX Runtime.
 
 Device buffers and a CUDA stream per thread, one execution context per thread (TensorRT contexts
-are not thread-safe; the engine is). The lean runtime (`tensorrt_lean`) runs version-compatible
-engines when the full TensorRT is absent. Before deserialising, the engine's manifest is compared
-with the installed TensorRT and the GPU, so a mismatch is one clear message, not a crash.
+are not thread-safe; the engine is); a thread's resources are freed once the thread has ended.
+Which TensorRT module runs a plan follows TensorRT's rules (select_runtime): a version-compatible
+plan with its lean runtime embedded runs on `tensorrt_dispatch` or the full `tensorrt` (host code
+allowed), the lean runtime `tensorrt_lean` only runs plans built by its own version. Before
+deserialising, the engine's manifest is compared with that TensorRT and the GPU, so a mismatch is
+one clear message, not a crash.
 
 Everything TensorRT- or CUDA-related is imported lazily: `climax_deploy.runtime` imports without
 torch and without TensorRT. Code valid only on TensorRT 11 sits behind `TensorRTVersion` checks.
@@ -13,22 +16,22 @@ from __future__ import annotations
 
 import ctypes
 import dataclasses
-import importlib
 import logging
 import os
 import re
 import threading
-from collections.abc import Callable
+import weakref
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import numpy as np
 
-from climax_deploy.errors import BadInputError, EngineBuildError, MissingBackendError, ModelFileError
+from climax_deploy.errors import BadInputError, InferenceError, MissingBackendError, ModelFileError
 from climax_deploy.manifest import EngineManifest, GpuRecord, read_engine_manifest
-from climax_deploy.optional import POLYGRAPHY, TENSORRT, TENSORRT_LEAN
+from climax_deploy.optional import POLYGRAPHY, TENSORRT, TENSORRT_DISPATCH, TENSORRT_LEAN, OptionalDependency
 from climax_deploy.runner import ModelSpec, Runner
 from climax_deploy.schema import INPUT_NAME, LEAD_TIMES_NAME, OUTPUT_NAME
 
@@ -79,13 +82,8 @@ class TensorRTVersion:
         return (self.major, self.minor) >= (10, 9)
 
 
-def import_tensorrt(lean: bool = False) -> ModuleType:
-    """The TensorRT Python module (with `lean`, the lean runtime where installed, else the full one).
-
-    MissingBackendError with the install line when neither is there.
-    """
-    if lean and TENSORRT_LEAN.available():
-        return TENSORRT_LEAN.load()
+def import_tensorrt() -> ModuleType:
+    """The full TensorRT Python module; MissingBackendError with the install line when absent."""
     return TENSORRT.load()
 
 
@@ -142,23 +140,65 @@ def gpu_info(index: int = 0) -> GpuRecord:
 # -- engine manifest checks (pure: tested without TensorRT) ----------------------------------------
 
 
-def check_engine_compatibility(manifest: EngineManifest, installed: TensorRTVersion, gpu: GpuRecord | None) -> None:
-    """Refuse an engine the installed TensorRT or this GPU cannot run; the message says what to do."""
+# Version-compatible plans run on later TensorRT releases of the same major and, across majors, only
+# where TensorRT documents it: 8 -> 9 and 10 (TensorRT 10.16 docs, "Version Compatibility"), 9 -> 10
+# (same page: TensorRT 8 or 9 engines with TensorRT 10), 10 -> 11 (TensorRT 11.1 docs, "Engine
+# Compatibility"). A major not listed runs its own major only; version compatibility starts at 8.6.
+VERSION_COMPATIBLE_MAJORS: dict[int, tuple[int, ...]] = {8: (8, 9, 10), 9: (9, 10), 10: (10, 11)}
+VERSION_COMPATIBLE_SINCE = TensorRTVersion(8, 6)
+# Python modules that can run a plan, in order of preference (see select_runtime).
+RUNTIME_MODULES: dict[str, OptionalDependency] = {
+    "tensorrt_dispatch": TENSORRT_DISPATCH,
+    "tensorrt": TENSORRT,
+    "tensorrt_lean": TENSORRT_LEAN,
+}
+
+
+def runtime_candidates(manifest: EngineManifest) -> tuple[str, ...]:
+    """The TensorRT modules that may run this plan, best first.
+
+    A version-compatible plan carries its lean runtime unless built with --exclude-lean-runtime: the
+    dispatch runtime loads it, and the full runtime does when host code is allowed (NVIDIA's sample
+    samples/python/engine_refit_onnx_bidaf, v10.13.0: tensorrt_dispatch, else tensorrt with
+    engine_host_code_allowed). The lean runtime runs version-compatible plans of its own version only.
+    Any other plan needs the full runtime of the version that built it.
+    """
+    if manifest.version_compatible and not manifest.exclude_lean_runtime:
+        return ("tensorrt_dispatch", "tensorrt", "tensorrt_lean")
+    if manifest.version_compatible:
+        return ("tensorrt", "tensorrt_lean")
+    return ("tensorrt",)
+
+
+def check_engine_compatibility(
+    manifest: EngineManifest, installed: TensorRTVersion, gpu: GpuRecord | None, module: str = "tensorrt"
+) -> None:
+    """Refuse an engine that `module` of version `installed` or this GPU cannot run; the message says what to do."""
     built = TensorRTVersion.parse(manifest.tensorrt_version)
     rebuild = "rebuild it here with build-engine"
-    if manifest.version_compatible:
+    carries_lean = manifest.version_compatible and not manifest.exclude_lean_runtime
+    if carries_lean and module != "tensorrt_lean":
+        if built < VERSION_COMPATIBLE_SINCE:
+            raise ModelFileError(f"engine built with TensorRT {built}: version compatibility needs >= 8.6; {rebuild}")
         if installed < built:
             raise ModelFileError(
                 f"engine is version-compatible from TensorRT {built} onwards, but {installed} is installed "
                 f"(compatibility is forward only); upgrade TensorRT or {rebuild}"
             )
-        if installed.major > built.major + 1:
-            raise ModelFileError(f"engine built with TensorRT {built}; {installed} is too new to run it; {rebuild}")
-    elif (installed.major, installed.minor, installed.patch) != (built.major, built.minor, built.patch):
-        raise ModelFileError(
-            f"engine built with TensorRT {built} but {installed} is installed; {rebuild}, "
-            "or build with --version-compatible to run on later releases"
-        )
+        majors = VERSION_COMPATIBLE_MAJORS.get(built.major, (built.major,))
+        if installed.major not in majors:
+            raise ModelFileError(
+                f"engine built with TensorRT {built} runs on TensorRT {' or '.join(map(str, majors))}.x, "
+                f"not {installed}; {rebuild}"
+            )
+    elif installed != built:
+        why = {
+            "tensorrt_lean": "the lean runtime runs only plans built by its own version",
+            "tensorrt": "--exclude-lean-runtime plans carry no runtime of their own"
+            if manifest.version_compatible
+            else "build with --version-compatible to run on later releases",
+        }[module]
+        raise ModelFileError(f"engine built with TensorRT {built} but {module} {installed} is installed ({why}); {rebuild}")
     if gpu is None:
         return
     want = manifest.gpu
@@ -178,12 +218,105 @@ def check_engine_compatibility(manifest: EngineManifest, installed: TensorRTVers
                     want.name, gpu.name)  # fmt: skip
 
 
+@dataclass(frozen=True)
+class RuntimeChoice:
+    """The TensorRT module that runs a plan, its version, and whether the plan's host code must be allowed."""
+
+    module: str
+    version: TensorRTVersion
+    host_code: bool
+
+
+def select_runtime(manifest: EngineManifest, installed: Mapping[str, TensorRTVersion]) -> RuntimeChoice:
+    """The first of runtime_candidates that is installed (`installed`: module -> version) and may run the plan.
+
+    MissingBackendError when none of them is installed, else the first candidate's ModelFileError.
+    """
+    candidates = runtime_candidates(manifest)
+    refusals: list[ModelFileError] = []
+    for module in candidates:
+        version = installed.get(module)
+        if version is None:
+            continue
+        try:
+            check_engine_compatibility(manifest, version, None, module)
+        except ModelFileError as exc:
+            refusals.append(exc)
+            continue
+        host_code = manifest.version_compatible and not manifest.exclude_lean_runtime and module == "tensorrt"
+        return RuntimeChoice(module, version, host_code)
+    if refusals:
+        raise refusals[0]
+    raise MissingBackendError(
+        f"this engine runs on one of {', '.join(candidates)}, none of which is installed: {TENSORRT.install}"
+    )
+
+
+def installed_runtimes(modules: tuple[str, ...]) -> dict[str, TensorRTVersion]:
+    """Versions of the TensorRT runtime modules among `modules` that import here."""
+    found: dict[str, TensorRTVersion] = {}
+    for name in modules:
+        dependency = RUNTIME_MODULES[name]
+        if dependency.available():
+            found[name] = TensorRTVersion.parse(str(dependency.load().__version__))
+    return found
+
+
 def _cc(text: str) -> tuple[int, int]:
     major, _, minor = text.partition(".")
     try:
         return int(major), int(minor or 0)
     except ValueError:
         raise ModelFileError(f"compute capability {text!r} is not of the form 'major.minor'") from None
+
+
+# -- per-thread resources (pure: tested without TensorRT) -----------------------------------------
+
+T = TypeVar("T")
+
+
+class PerThread(Generic[T]):
+    """One resource per live thread, made on the thread's first call and freed once the thread has ended.
+
+    A serving process that spawns threads would otherwise keep an execution context, a stream and
+    device buffers for every thread it ever ran. Dead threads' resources are freed on the next call
+    from any thread (and all of them by close()); a thread id the OS reuses gets a fresh resource.
+    """
+
+    def __init__(self, make: Callable[[], T], free: Callable[[T], None]) -> None:
+        self._make, self._free = make, free
+        self._items: dict[int, tuple[weakref.ref[threading.Thread], T]] = {}
+        self._lock = threading.Lock()
+
+    def get(self) -> T:
+        """This thread's resource (made now if it has none)."""
+        thread = threading.current_thread()
+        with self._lock:
+            self._reap()
+            entry = self._items.get(thread.ident or 0)
+            if entry is None:
+                entry = (weakref.ref(thread), self._make())
+                self._items[thread.ident or 0] = entry
+            return entry[1]
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._items)
+
+    def _reap(self) -> None:
+        for key, (ref, item) in list(self._items.items()):
+            owner = ref()
+            if owner is None or not owner.is_alive():
+                del self._items[key]
+                self._free(item)
+
+    def close(self) -> None:
+        """Free every thread's resource."""
+        with self._lock:
+            items = [item for _, item in self._items.values()]
+            self._items.clear()
+        for item in items:
+            self._free(item)
 
 
 # -- the forecaster -------------------------------------------------------------------------------
@@ -197,43 +330,61 @@ def _import_cuda() -> Any:
     return cuda
 
 
+def _set_device(cuda: Any, index: int) -> None:
+    """Make CUDA device `index` current for this thread (the CUDA runtime's current device is per thread)."""
+    status = cuda.wrapper().handle.cudaSetDevice(ctypes.c_int(index))
+    if status != 0:
+        raise InferenceError(f"cudaSetDevice({index}) failed with CUDA error {status}; is device {index} visible?")
+
+
 @dataclass(frozen=True)
 class TensorRTOptions:
     """How to run a TensorRT engine."""
 
-    device: int = 0  # CUDA device index
+    device: int = 0  # CUDA device index: the engine, contexts, streams and buffers all live there
     verify: bool = True  # check the manifest's sha256 before deserialising
     # Registers the ElevationAttention plugin before a plugin engine is deserialised, e.g.
     # climax_deploy.kernels.trt_plugin.register_elevation_attention_plugin; None relies on the
     # kernel the engine embeds.
     register_plugins: Callable[[], object] | None = None
 
+    def __post_init__(self) -> None:
+        if self.device < 0:
+            raise BadInputError(f"device must be a CUDA device index >= 0, got {self.device}")
+
 
 class _ThreadState:
     """One execution context, stream and set of device buffers per thread."""
 
-    def __init__(self, engine: trt.ICudaEngine, cuda: Any) -> None:
+    def __init__(self, engine: trt.ICudaEngine, cuda: Any, device: int) -> None:
+        _set_device(cuda, device)
         context = engine.create_execution_context()
         if context is None:
-            raise EngineBuildError("TensorRT could not create an execution context (out of GPU memory?)")
+            raise InferenceError("TensorRT could not create an execution context (out of GPU memory?)")
         self.context: trt.IExecutionContext = context
+        self.cuda, self.device = cuda, device
         self.stream = cuda.Stream()
         self.buffers: dict[str, Any] = {}
 
-    def buffer(self, cuda: Any, name: str, shape: tuple[int, ...], dtype: np.dtype[Any]) -> Any:
+    def buffer(self, name: str, shape: tuple[int, ...], dtype: np.dtype[Any]) -> Any:
         array = self.buffers.get(name)
         if array is None:
-            array = cuda.DeviceArray(shape=shape, dtype=dtype)
+            array = self.cuda.DeviceArray(shape=shape, dtype=dtype)
             self.buffers[name] = array
         elif tuple(array.shape) != shape:
             array.resize(shape)
         return array
 
     def free(self) -> None:
+        _set_device(self.cuda, self.device)  # may run on another thread than the one that made it
         for array in self.buffers.values():
             array.free()
         self.buffers.clear()
         self.stream.free()
+        del self.context  # TensorRT destroys the context with its last reference
+
+
+_NUMPY_DTYPES: dict[str, Any] = {"FLOAT": np.float32, "HALF": np.float16}  # the model's I/O types
 
 
 class TensorRTRunner(Runner):
@@ -248,32 +399,35 @@ class TensorRTRunner(Runner):
         if not path.is_file():
             raise ModelFileError(f"engine file {path} does not exist")
         manifest = read_engine_manifest(path, verify=options.verify)
-        module = import_tensorrt(lean=manifest.version_compatible)
-        self.runtime_module = module.__name__
-        installed = tensorrt_version(module)
-        self.gpu = gpu_info(options.device)
         try:
-            check_engine_compatibility(manifest, installed, self.gpu)
+            choice = select_runtime(manifest, installed_runtimes(runtime_candidates(manifest)))
+            self.gpu = gpu_info(options.device)
+            check_engine_compatibility(manifest, choice.version, self.gpu, choice.module)
         except ModelFileError as exc:
             raise ModelFileError(f"{path}: {exc}") from exc
+        module = RUNTIME_MODULES[choice.module].load()
+        self.runtime_module = choice.module
         super().__init__(ModelSpec.from_manifest(manifest), manifest)
-        self.path, self.options, self.tensorrt = path, options, str(installed)
+        self.path, self.options, self.tensorrt = path, options, str(choice.version)
         if manifest.attention == "plugin":
             if options.register_plugins is not None:
                 options.register_plugins()
             else:
                 log.info("plugin engine: relying on the ElevationAttention kernel embedded in the engine")
         self._cuda = _import_cuda()
-        self._engine: trt.ICudaEngine | None = self._deserialize(module, path, manifest.version_compatible)
-        self._states: dict[int, _ThreadState] = {}
-        self._lock = threading.Lock()
+        _set_device(self._cuda, options.device)  # the engine's memory goes to the chosen device
+        self._engine: trt.ICudaEngine | None = self._deserialize(module, path, choice.host_code)
+        self._states: PerThread[_ThreadState] = PerThread(
+            lambda: _ThreadState(self._live_engine(), self._cuda, options.device), _ThreadState.free
+        )
 
     @staticmethod
-    def _deserialize(module: ModuleType, path: Path, version_compatible: bool) -> trt.ICudaEngine:
+    def _deserialize(module: ModuleType, path: Path, host_code: bool) -> trt.ICudaEngine:
         logger = module.Logger(module.Logger.WARNING)
         runtime = module.Runtime(logger)
-        if version_compatible:
-            # A version-compatible plan carries its lean runtime as host code; only load trusted plans.
+        if host_code:
+            # The full runtime runs a version-compatible plan through the lean runtime it carries, as host
+            # code; only load trusted plans (the manifest's sha256 was checked).
             runtime.engine_host_code_allowed = True
         engine: trt.ICudaEngine | None = runtime.deserialize_cuda_engine(path.read_bytes())
         if engine is None:
@@ -285,42 +439,40 @@ class TensorRTRunner(Runner):
             raise BadInputError(f"this {self.backend} runner was closed; load the engine again")
         return self._engine
 
-    def _state(self) -> _ThreadState:
-        key = threading.get_ident()
-        with self._lock:
-            state = self._states.get(key)
-            if state is None:
-                state = _ThreadState(self._live_engine(), self._cuda)
-                self._states[key] = state
-        return state
-
     def _predict_impl(self, x: np.ndarray, lead_times: np.ndarray) -> np.ndarray:
-        state = self._state()
-        context, cuda, stream = state.context, self._cuda, state.stream
+        self._live_engine()
+        state = self._states.get()
+        _set_device(self._cuda, self.options.device)  # this thread may have switched devices since
+        context, stream = state.context, state.stream
         feeds = {INPUT_NAME: x, LEAD_TIMES_NAME: lead_times}
         for name, host in feeds.items():
             dtype = np.dtype(self._np_dtype(name))
             host = np.ascontiguousarray(host.astype(dtype, copy=False))
             if not context.set_input_shape(name, host.shape):
                 raise BadInputError(f"TensorRT rejected input {name} of shape {host.shape} (outside the engine's profile)")
-            device = state.buffer(cuda, name, host.shape, dtype)
+            device = state.buffer(name, host.shape, dtype)
             device.copy_from(host, stream)
             context.set_tensor_address(name, int(device.ptr))
         dims = context.get_tensor_shape(OUTPUT_NAME)
         out_shape = tuple(int(dims[i]) for i in range(len(dims)))
         out_dtype = np.dtype(self._np_dtype(OUTPUT_NAME))
-        out_device = state.buffer(cuda, OUTPUT_NAME, out_shape, out_dtype)
+        out_device = state.buffer(OUTPUT_NAME, out_shape, out_dtype)
         context.set_tensor_address(OUTPUT_NAME, int(out_device.ptr))
         if not context.execute_async_v3(stream.ptr):
-            raise EngineBuildError("TensorRT execute_async_v3 failed (see the TensorRT log above)")
+            raise InferenceError("TensorRT execute_async_v3 failed (see the TensorRT log above)")
         out = np.empty(out_shape, dtype=out_dtype)
         out_device.copy_to(out, stream)
         stream.synchronize()
         return out.astype(np.float32, copy=False)
 
     def _np_dtype(self, name: str) -> Any:
-        module = importlib.import_module(self.runtime_module)
-        return module.nptype(self._live_engine().get_tensor_dtype(name))
+        """numpy dtype of an I/O tensor, by TensorRT's DataType name (the dispatch and lean modules
+        are not documented to carry the full module's `nptype` helper)."""
+        dtype = self._live_engine().get_tensor_dtype(name)
+        try:
+            return _NUMPY_DTYPES[dtype.name]
+        except KeyError:
+            raise ModelFileError(f"{self.path}: tensor {name} has TensorRT type {dtype.name}; expected FLOAT or HALF") from None
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -328,26 +480,29 @@ class TensorRTRunner(Runner):
             "model": str(self.path),
             "tensorrt": self.tensorrt,
             "runtime": self.runtime_module,
+            "device": self.options.device,
             "gpu": dataclasses.asdict(self.gpu),
             "attention": self.manifest.attention,
             "build_path": self.manifest.build_path,
         }
 
     def _close_impl(self) -> None:
-        with self._lock:
-            for state in self._states.values():
-                state.free()
-            self._states.clear()
-            self._engine = None  # TensorRT frees the engine with its last reference
+        self._states.close()
+        self._engine = None  # TensorRT frees the engine with its last reference
 
 
 __all__ = [
+    "PerThread",
+    "RuntimeChoice",
     "TensorRTOptions",
     "TensorRTRunner",
     "TensorRTVersion",
     "check_engine_compatibility",
     "gpu_info",
     "import_tensorrt",
+    "installed_runtimes",
+    "runtime_candidates",
+    "select_runtime",
     "tensorrt_available",
     "tensorrt_version",
 ]

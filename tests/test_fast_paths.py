@@ -12,7 +12,7 @@ import torch
 
 from climax_deploy.export import ExportOptions, export_onnx
 from climax_deploy.export.attention_layout import AttentionLayout, ExpandSelfAttention, attention_nodes
-from climax_deploy.export.passes import elevation_functions, elevation_nodes
+from climax_deploy.export.passes import all_nodes, elevation_functions, elevation_nodes
 from climax_deploy.manifest import read_onnx_manifest
 from climax_deploy.model import build_model
 from climax_deploy.model.layers import folded_embed_aggregate
@@ -60,13 +60,18 @@ def test_chunked_attention_equals_all_heads(chunk: int) -> None:
     assert layout.chunks == 4 // chunk
 
 
+def nested_nodes(node: onnx.NodeProto) -> list[onnx.NodeProto]:
+    """The nodes of `node`'s subgraphs (a Loop body), recursively."""
+    return [n for a in node.attribute if a.type == onnx.AttributeProto.GRAPH for n in all_nodes(a.g)]
+
+
 def test_default_export_is_head_chunked_and_keeps_one_elevation_node(small_onnx: Path) -> None:
     model = onnx.load(small_onnx)
     assert not [n for n in model.graph.node if n.op_type == "SelfAttention"]
     assert len(elevation_nodes(model)) == 1
-    body = [n.op_type for n in elevation_functions(model)[0].node]
-    assert body.count("Softmax") == 4  # small preset: 4 heads, one at a time
-    main_softmax = [n for n in model.graph.node if n.op_type == "Softmax"]
+    body = [n.op_type for node in elevation_functions(model)[0].node for n in [node, *nested_nodes(node)]]
+    assert body.count("Softmax") == 4  # small preset: 4 heads, one at a time (inside the query-block Loop)
+    main_softmax = [n for n in all_nodes(model.graph) if n.op_type == "Softmax"]
     assert len(main_softmax) == 1 + 4  # variable aggregation + block 1's four heads
     assert read_onnx_manifest(small_onnx).heads_per_chunk == 1  # 4 heads in 4 chunks
 
@@ -76,7 +81,8 @@ def test_fused_layout_export_parity(tmp_path: Path, small_model, small_inputs) -
     path = tmp_path / "fused.onnx"
     export_onnx(small_model, path, ExportOptions(heads_per_chunk=None))
     model = onnx.load(path)
-    assert [n.op_type for n in elevation_functions(model)[0].node].count("Softmax") == 1
+    body = [n.op_type for node in elevation_functions(model)[0].node for n in [node, *nested_nodes(node)]]
+    assert body.count("Softmax") == 1
     x, lt = small_inputs
     (y,) = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x, "lead_times": lt})
     with torch.no_grad():

@@ -24,6 +24,7 @@ from climax_deploy.export.fp16 import (
     output_head,
 )
 from climax_deploy.export.passes import elevation_functions, elevation_nodes
+from climax_deploy.export.shape_compat import original_op_type
 from climax_deploy.model import ClimaX, normalise_elevations, patch_elevations
 from climax_deploy.schema import STANDARDISATION
 from climax_deploy.validate.parity import run_parity
@@ -65,7 +66,8 @@ def test_fp32_islands(fp16_onnx: Path) -> None:
     model = onnx.load(str(fp16_onnx))
     types = float_tensor_types(model)
     island = elevation_island(model)
-    assert {model.graph.node[i].op_type for i in island} >= {"AveragePool", "ReduceMin", "ReduceMax", "Div"}
+    # original_op_type: the export wraps reductions in climax.shapes functions (export/shape_compat.py)
+    assert {original_op_type(model.graph.node[i]) for i in island} >= {"AveragePool", "ReduceMin", "ReduceMax", "Div"}
     for i in island | output_head(model):
         for out in model.graph.node[i].output:
             assert types.get(out, FLOAT) == FLOAT, (model.graph.node[i].op_type, out)
@@ -110,11 +112,11 @@ def test_float32_softmax_on_any_function_body() -> None:
 def test_fp16_parity_mountain_and_flat_on_onnxruntime_cpu(fp16_onnx: Path) -> None:
     report = run_parity(fp16_onnx, ("mountain", "flat"), load_options={"providers": "cpu"})
     assert report.precision == "fp16"
-    assert report.tolerance.rel_l2 == 5e-3 and report.tolerance.fidelity == 2e-2
+    assert report.same_precision.startswith("PyTorch fp16") and report.tolerance.rel_l2_floor == 1e-4
     assert report.passed, [r for r in report.rows if not r.passed] + [s for s in report.signal if not s.passed]
     worst = max(r.metrics.rel_l2 for r in report.rows)
     assert 1e-6 < worst <= ORT_CPU_FP16_REL_L2  # lower bound: the graph really is fp16
-    assert max(s.fidelity for s in report.signal) <= report.tolerance.fidelity
+    assert all(s.fidelity <= s.bound for s in report.signal)
 
 
 def _plateau_input(grid: tuple[int, int], relief_m: float) -> np.ndarray:

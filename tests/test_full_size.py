@@ -1,4 +1,6 @@
-"""The full-size (8192-patch) model: export and parity on mountain and flat. Slow, still runs in CI."""
+"""The full-size (8192-patch) model: export and parity on mountain and flat, graded against float64
+truth (the float64 reference runs the fused attention: ~1.5 GB peak, ~75 s per sample on 2 cores).
+Slow, still runs in CI."""
 
 from __future__ import annotations
 
@@ -26,3 +28,5 @@ def test_full_preset_export_and_parity(tmp_path: Path) -> None:
     print(format_report(report))
     assert report.passed, format_report(report)
     assert {r.case for r in report.rows} == {"mountain", "flat"}
+    # As accurate as PyTorch fp32: both are off the float64 truth by ~1e-6, within 2x of each other.
+    assert all(r.torch_rel_l2 < 1e-5 and 0.5 < r.ratio < 2 for r in report.rows), format_report(report)

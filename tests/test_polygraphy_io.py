@@ -20,12 +20,23 @@ def _polygraphy() -> list[str]:
     return [exe]
 
 
-def test_save_polygraphy_then_polygraphy_run_onnxrt(tmp_path: Path, small_onnx: Path) -> None:
+def test_save_polygraphy_then_polygraphy_run_onnxrt(tmp_path: Path, small_onnx: Path, monkeypatch) -> None:
+    """check-parity run with relative paths writes commands that run from another directory."""
+    import os
+    import shlex
+
+    monkeypatch.chdir(tmp_path)
+    model = os.path.relpath(small_onnx)
+    assert check_parity_main([model, "--save-polygraphy", "pg", "-q", "--providers", "cpu"]) == 0
     out = tmp_path / "pg"
-    assert check_parity_main([str(small_onnx), "--save-polygraphy", str(out), "-q", "--providers", "cpu"]) == 0
     assert (out / INPUTS_FILE).is_file() and (out / OUTPUTS_FILE).is_file()
-    readme = (out / "README.txt").read_text().splitlines()
-    assert any(line.startswith("polygraphy run ") and "--trt" in line and ".engine" in line for line in readme)
+    readme = [line for line in (out / "README.txt").read_text().splitlines() if line.startswith("polygraphy run ")]
+    commands = {("--trt" if "--trt" in line else "--onnxrt"): shlex.split(line) for line in readme}
+    assert set(commands) == {"--trt", "--onnxrt"} and len(readme) == 2
+    for cmd in commands.values():  # the ONNX itself for both (Polygraphy builds its own engine): no guessed names
+        assert cmd[2] == str(small_onnx.resolve()) and ".engine" not in " ".join(cmd)
+        paths = [cmd[i + 1] for i, arg in enumerate(cmd) if arg in ("--load-inputs", "--load-outputs")]
+        assert paths == [str(out / INPUTS_FILE), str(out / OUTPUTS_FILE)]
 
     from polygraphy.comparator import RunResults
     from polygraphy.json import load_json
@@ -34,12 +45,25 @@ def test_save_polygraphy_then_polygraphy_run_onnxrt(tmp_path: Path, small_onnx: 
     assert [sorted(f) for f in feeds] == [["lead_times", "x"], ["lead_times", "x"]]  # mountain, flat
     assert list(RunResults.load(str(out / OUTPUTS_FILE)).keys()) == [REFERENCE_RUNNER]
 
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    cmd = [*_polygraphy(), *commands["--onnxrt"][1:]]  # the README's line as written, from another directory
     atol, rtol = POLYGRAPHY_TOLERANCES["fp32"]
-    cmd = [*_polygraphy(), "run", str(small_onnx), "--onnxrt", "--load-inputs", str(out / INPUTS_FILE),
-           "--load-outputs", str(out / OUTPUTS_FILE), "--atol", str(atol), "--rtol", str(rtol)]  # fmt: skip
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert cmd[-4:] == ["--atol", str(atol), "--rtol", str(rtol)]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=elsewhere)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "PASSED" in result.stdout and "Passed: 2/2 iterations" in result.stdout
+
+
+def test_engine_commands_name_the_engine_itself(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    from climax_deploy.validate.polygraphy_io import PolygraphyFiles, polygraphy_targets
+
+    targets = polygraphy_targets("build/full16.engine")
+    assert targets == [(tmp_path / "build" / "full16.engine", "trt")]
+    cmd = PolygraphyFiles(Path("pg/i.json"), Path("pg/o.json")).command(targets[0][0], "trt", "fp16")
+    assert cmd[2:5] == [str(tmp_path / "build" / "full16.engine"), "--trt", "--model-type"]
+    assert str(tmp_path / "pg" / "i.json") in cmd and "--strongly-typed" not in cmd
 
 
 def test_polygraphy_run_fails_on_a_wrong_reference(tmp_path: Path, small_onnx: Path) -> None:

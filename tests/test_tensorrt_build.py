@@ -183,7 +183,7 @@ def test_engine_manifest_round_trip(tmp_path: Path, small_onnx: Path) -> None:
 
 def test_engine_from_another_tensorrt_or_gpu_is_refused(tmp_path: Path, small_onnx: Path) -> None:
     manifest = read_engine_manifest(_engine_with_manifest(tmp_path, small_onnx, EngineOptions(), V10_13))
-    with pytest.raises(ModelFileError, match=r"built with TensorRT 10\.13\.0 but 10\.14\.1 is installed; rebuild"):
+    with pytest.raises(ModelFileError, match=r"built with TensorRT 10\.13\.0 but tensorrt 10\.14\.1 is installed \(build with --version-compatible.*\); rebuild"):
         check_engine_compatibility(manifest, V10_14, GPU)
     with pytest.raises(ModelFileError, match=r"compute capability 9\.0.*8\.9"):
         check_engine_compatibility(manifest, V10_13, GpuRecord("NVIDIA L4", "8.9", 24 << 30))
@@ -241,7 +241,7 @@ def test_runtime_imports_without_tensorrt_and_load_needs_it_only_for_engines(tmp
             load(engine)
 
 
-# -- on a machine with TensorRT and a GPU (scripts/gpu_check.py runs the full matrix) ------------------
+# -- on a machine with TensorRT and a GPU (climax-gpu-check runs the full matrix) ------------------
 
 
 @pytest.mark.gpu

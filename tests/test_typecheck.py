@@ -30,6 +30,7 @@ CHECKED = [
     "runtime/tensorrt_backend.py",
     "kernels/trt_plugin.py",  # tensorrt.plugin is absent from the 10.13 stubs: typed as Any there
     "validate/polygraphy_io.py",
+    "validate/gpu_check.py",  # climax-gpu-check (was scripts/gpu_check.py)
 ]
 STUB_PACKAGES = ("tensorrt", "tensorrt_bindings")
 
@@ -75,7 +76,7 @@ def test_tensorrt_modules_typecheck_against_the_stubs(tmp_path: Path) -> None:
     pytest.importorskip("mypy")
     root = typecheck_root(tmp_path / "root")
     env = {**os.environ, "MYPYPATH": str(root)}
-    files = [str(root / "climax_deploy" / path) for path in CHECKED] + [str(ROOT / "scripts" / "gpu_check.py")]
+    files = [str(root / "climax_deploy" / path) for path in CHECKED]
     result = subprocess.run(
         [sys.executable, "-m", "mypy", "--config-file", str(ROOT / "pyproject.toml"), "--no-incremental",
          "--follow-imports=silent",  # report our TensorRT-facing files; read the rest only for types

@@ -1,4 +1,4 @@
-"""Parity harness: terrains, synthetic inputs, metrics, and `check-parity`."""
+"""Parity harness: terrains, synthetic inputs, float64-anchored metrics and tolerances, and `check-parity`."""
 
 from __future__ import annotations
 
@@ -6,9 +6,11 @@ from climax_deploy.validate.metrics import (
     TOLERANCES,
     ErrorMetrics,
     Tolerance,
+    describe_tolerances,
     error_metrics,
     signal_fidelity,
     tolerance,
+    tolerances,
 )
 from climax_deploy.validate.parity import ParityReport, format_report, run_parity
 from climax_deploy.validate.terrain import BUILTIN_TERRAINS, load_terrain_file, make_terrain
@@ -19,6 +21,7 @@ __all__ = [
     "ParityReport",
     "TOLERANCES",
     "Tolerance",
+    "describe_tolerances",
     "error_metrics",
     "format_report",
     "load_terrain_file",
@@ -26,4 +29,5 @@ __all__ = [
     "run_parity",
     "signal_fidelity",
     "tolerance",
+    "tolerances",
 ]

@@ -1,13 +1,16 @@
 """`climax-bench`: whole-model latency, peak memory and parity per backend, side by side.
 
-Each backend runs in its own process (so its peak RSS is its own) on the same seeded mountain sample:
+Each backend runs in its own process (so its peak RSS is its own) on the same seeded mountain samples:
 PyTorch `literal` (the seed's formulas, also the parity reference), PyTorch `fused`, ONNX Runtime on
 the exported model, and TensorRT where an engine is given. Latency is the median of `--runs` after
 `--warmup` runs; ratios are against PyTorch `fused`.
 
     climax-bench                                  # full preset, exports build/bench/full.onnx if absent
     climax-bench --preset small --runs 5 --json bench.json
+    climax-bench --config grid.json --batch 4     # any architecture and grid, B = 4
     climax-bench --profile                        # also ONNX Runtime's top operators by time
+    climax-bench --scaling --patches 2048,8192,32768   # time and memory over grids: validate/scaling.py
+    climax-bench --memory-model                   # TensorRT engines' memory from shapes: validate/memory_model.py
 """
 
 from __future__ import annotations
@@ -31,9 +34,11 @@ import numpy as np
 
 from climax_deploy.cli import EXIT_FAILED, EXIT_OK, ArgParser, run_cli
 from climax_deploy.errors import BadInputError
+from climax_deploy.validate.scaling import DEFAULT_PATCHES
 
 if TYPE_CHECKING:
     from climax_deploy.manifest import Manifest
+    from climax_deploy.model.config import ModelConfig
     from climax_deploy.model.physics_attention import AttentionImpl
     from climax_deploy.runner import Runner
 
@@ -44,8 +49,8 @@ REFERENCE = "torch-literal"
 LEAD_TIME_H = 24.0
 
 
-def _check_plan(backends: Sequence[str], engine: Path | None, runs: int, warmup: int) -> None:
-    """BadInputError for unknown backends, tensorrt without an engine, or impossible run counts."""
+def _check_plan(backends: Sequence[str], engine: Path | None, runs: int, warmup: int, batch: int = 1) -> None:
+    """BadInputError for unknown backends, tensorrt without an engine, or impossible run or batch counts."""
     unknown = [b for b in backends if b not in BACKENDS]
     if unknown:
         raise BadInputError(f"expected backends among {list(BACKENDS)}, got unknown {unknown}")
@@ -56,17 +61,30 @@ def _check_plan(backends: Sequence[str], engine: Path | None, runs: int, warmup:
         raise BadInputError(f"--engine must be a TensorRT .engine file, got {engine.name!r}")
     if runs < 1 or warmup < 0:
         raise BadInputError(f"expected runs >= 1 and warm-up runs >= 0, got {runs} and {warmup}")
+    if batch < 1:
+        raise BadInputError(f"expected a batch of >= 1 samples, got {batch}")
 
 
-def bench_sample(manifest: Manifest, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """The seeded mountain sample [1, V, H, W], standardised with the artifact's statistics, and its lead time."""
+def bench_sample(manifest: Manifest, seed: int, batch: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """`batch` seeded mountain samples [B, V, H, W] (seeds seed, seed + 1, ...), standardised with the
+    artifact's statistics, and their lead times [B]."""
     from climax_deploy.synthetic import synthetic_sample
     from climax_deploy.validate.terrain import make_terrain
 
     record = manifest.model
-    terrain = make_terrain("mountain", record.grid, seed)
-    x = synthetic_sample(record.variables, terrain, seed, record.standardisation)[None]
-    return x, np.array([LEAD_TIME_H], dtype=np.float32)
+    samples = [synthetic_sample(record.variables, make_terrain("mountain", record.grid, s), s, record.standardisation)
+               for s in range(seed, seed + batch)]  # fmt: skip
+    return np.stack(samples), np.full(batch, LEAD_TIME_H, dtype=np.float32)
+
+
+def import_backend(backend: str) -> None:
+    """Import what `backend` runs on, so that the RSS measured next is the process before the model."""
+    if backend.startswith("torch-"):
+        import climax_deploy.model  # noqa: F401  (torch and the climax ops)
+    elif backend == "onnxruntime":
+        from climax_deploy.optional import ONNXRUNTIME
+
+        ONNXRUNTIME.load()
 
 
 def bench_runner(backend: str, artifact: Path, manifest: Manifest, threads: int | None) -> Runner:
@@ -100,14 +118,20 @@ def time_backend(
     warmup: int = 1,
     seed: int = 0,
     threads: int | None = None,
+    batch: int = 1,
 ) -> dict[str, Any]:
-    """Time one backend in this process (the worker of run_bench); save its output to `output` (.npy)."""
+    """Time one backend in this process (the worker of run_bench); save its output to `output` (.npy).
+
+    rss_before_gb is the process after importing the backend and making the samples, before the model:
+    peak_rss_gb less it is what the model and its runs cost.
+    """
     from climax_deploy.manifest import read_manifest
 
-    _check_plan([backend], engine, runs, warmup)
+    _check_plan([backend], engine, runs, warmup, batch)
     manifest = read_manifest(model_path)
-    x, lead = bench_sample(manifest, seed)
-    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    x, lead = bench_sample(manifest, seed, batch)
+    import_backend(backend)
+    rss_before = peak_rss_bytes()
     artifact = engine if backend == "tensorrt" and engine is not None else model_path
     times: list[float] = []
     y = np.empty(0, dtype=np.float32)
@@ -124,12 +148,28 @@ def time_backend(
     np.save(output, y)
     return {
         "backend": backend,
+        "batch": batch,
         "times_s": times,
         "median_s": statistics.median(times),
-        "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6,
-        "rss_before_gb": rss_before / 1e6,
+        "peak_rss_gb": peak_rss_bytes() / 1e9,
+        "rss_before_gb": rss_before / 1e9,
         "describe": described,
     }
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak resident memory since it started (exec), in bytes.
+
+    Linux's VmHWM, not getrusage's ru_maxrss: ru_maxrss survives exec, so a worker started by a parent that
+    holds torch would report the parent's size at fork as its own peak.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # kB on Linux
 
 
 def profile_onnxruntime(model_path: Path, seed: int, threads: int | None, top: int = 10) -> list[dict[str, Any]]:
@@ -159,17 +199,46 @@ def profile_onnxruntime(model_path: Path, seed: int, threads: int | None, top: i
     return [{"op": op, "seconds": s, "share": s / total} for op, s in ranked]
 
 
-def ensure_model(model: Path | None, preset: str, seed: int) -> Path:
-    """`model`, or build/bench/<preset>.onnx, exported (seeded weights) if absent."""
+def ensure_model(model: Path | None, source: str | Path, seed: int, directory: Path = Path("build/bench")) -> Path:
+    """`model`, or DIRECTORY/<preset or config file's stem>.onnx, exported (seeded weights) unless up to date.
+
+    Up to date: the export's manifest records the same architecture and seed, and the file is newer than
+    every source file of the model and the exporter (a cached export must not outlive the code that made it).
+    """
     if model is not None:
         return model
-    path = Path("build/bench") / f"{preset}.onnx"
-    if not path.is_file():
+    from climax_deploy.model.config import resolve_config
+
+    config = resolve_config(source)
+    path = directory / f"{Path(str(source)).stem}.onnx"
+    if not _export_is_current(path, config, seed):
         from climax_deploy.export.onnx_export import export_model
         from climax_deploy.progress import Progress
 
-        export_model(preset, path, seed=seed, progress=Progress("climax-bench"))
+        export_model(source, path, seed=seed, progress=Progress("climax-bench"))
     return path
+
+
+def _export_is_current(path: Path, config: ModelConfig, seed: int) -> bool:
+    import importlib.util
+
+    from climax_deploy.manifest import read_onnx_manifest
+    from climax_deploy.model.config import ModelConfig
+
+    if not path.is_file():
+        return False
+    try:
+        record = read_onnx_manifest(path, verify=False).model
+    except Exception:  # noqa: BLE001  (an unreadable cache is simply rebuilt)
+        return False
+    if ModelConfig.from_dict(dict(record.config)) != config or record.seed != seed or record.checkpoint:
+        return False
+    sources = []
+    for package in ("climax_deploy.model", "climax_deploy.export"):
+        spec = importlib.util.find_spec(package)
+        for folder in (spec.submodule_search_locations or []) if spec else []:
+            sources += Path(folder).glob("*.py")
+    return all(path.stat().st_mtime >= s.stat().st_mtime for s in sources)
 
 
 def parse_backends(text: str) -> list[str]:
@@ -202,11 +271,12 @@ def run_bench(
     threads: int | None = None,
     seed: int = 0,
     profile: bool = False,
+    batch: int = 1,
 ) -> dict[str, Any]:
     """Time each backend in its own process; ratios against PyTorch `fused`, parity against `literal`."""
     from climax_deploy.validate.metrics import error_metrics
 
-    _check_plan(backends, engine, runs, warmup)
+    _check_plan(backends, engine, runs, warmup, batch)
     results: dict[str, dict[str, Any]] = {}
     outputs: dict[str, np.ndarray] = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -214,7 +284,7 @@ def run_bench(
             out = Path(tmp) / f"{backend}.npy"
             cmd = [sys.executable, "-m", "climax_deploy.validate.bench", "--worker", backend, "--model",
                    str(model_path), "--output", str(out), "--runs", str(runs), "--warmup", str(warmup),
-                   "--seed", str(seed)]  # fmt: skip
+                   "--seed", str(seed), "--batch", str(batch)]  # fmt: skip
             if threads:
                 cmd += ["--threads", str(threads)]
             if engine:
@@ -222,7 +292,8 @@ def run_bench(
             print(f"[climax-bench] {backend} ...", file=sys.stderr, flush=True)
             proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
             if proc.returncode != 0:
-                results[backend] = {"backend": backend, "error": f"worker exited {proc.returncode}"}
+                killed = " (killed: out of memory?)" if proc.returncode == -9 else ""
+                results[backend] = {"backend": backend, "error": f"worker exited {proc.returncode}{killed}"}
                 continue
             results[backend] = json.loads(proc.stdout.strip().splitlines()[-1])
             outputs[backend] = np.load(out)
@@ -237,6 +308,7 @@ def run_bench(
     report: dict[str, Any] = {
         "model": str(model_path),
         "machine": _machine(),
+        "batch": batch,
         "runs": runs,
         "warmup": warmup,
         "results": list(results.values()),
@@ -249,7 +321,7 @@ def run_bench(
 
 def format_bench(report: dict[str, Any]) -> str:
     """The benchmark table as text."""
-    lines = [f"model: {report['model']}   machine: {report['machine']}   "
+    lines = [f"model: {report['model']}   machine: {report['machine']}   B = {report.get('batch', 1)}, "
              f"median of {report['runs']} runs after {report['warmup']} warm-up"]  # fmt: skip
     header = f"{'backend':<15} {'median s':>9} {'min s':>7} {'max s':>7} {'peak RSS GB':>12} {'x fused':>8} {'rel L2 vs literal':>18}"
     lines += [header, "-" * len(header)]
@@ -274,18 +346,36 @@ def format_bench(report: dict[str, Any]) -> str:
 def build_parser() -> ArgParser:
     """climax-bench's arguments (and the hidden ones of its per-backend worker processes)."""
     p = ArgParser(prog="climax-bench", description=__doc__.split("\n\n")[0] if __doc__ else None)
-    p.add_argument("--preset", default="full", help="preset to export when --model is not given (default full)")
-    p.add_argument("--model", type=Path,
-                   help="exported .onnx to benchmark (default: build/bench/<preset>.onnx, exported if absent)")  # fmt: skip
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--preset", default=None, help="preset to export when --model is not given (default full)")
+    source.add_argument("--config", type=Path, metavar="FILE",
+                        help="architecture and grid (.json/.yaml, as export-onnx --config) to export and benchmark; "
+                             "with --scaling, the series' architecture (its grid is replaced per --patches)")  # fmt: skip
+    source.add_argument("--model", type=Path,
+                        help="exported .onnx to benchmark (default: build/bench/<preset or config>.onnx, exported "
+                             "unless up to date)")  # fmt: skip
     p.add_argument("--engine", type=Path, help="TensorRT engine for the tensorrt backend")
     p.add_argument("--backends", type=parse_backends, default=list(DEFAULT_BACKENDS),
                    help=f"comma-separated, of {', '.join(BACKENDS)} (default {','.join(DEFAULT_BACKENDS)})")  # fmt: skip
     p.add_argument("--runs", type=int, default=3, help="timed runs per backend (default 3)")
     p.add_argument("--warmup", type=int, default=1, help="warm-up runs per backend (default 1)")
     p.add_argument("--threads", type=int, default=None, help="intra-op threads for torch and ONNX Runtime")
+    p.add_argument("--batch", type=int, default=1, help="samples per predict (default 1)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--profile", action="store_true", help="also profile ONNX Runtime's operators")
     p.add_argument("--json", type=Path, metavar="FILE", help="write the report as JSON")
+    p.add_argument("--scaling", action="store_true",
+                   help="time and peak memory per backend over --patches with the growth exponents, plus the full "
+                        "preset; each model's FLOP floor against this machine's measured matmul rate")  # fmt: skip
+    p.add_argument("--patches", default=DEFAULT_PATCHES, metavar="N,N|RxC,...",
+                   help=f"--scaling's grids: patch counts (rows:cols near 1:2) or ROWSxCOLS patch grids "
+                        f"(default {DEFAULT_PATCHES}); the architecture is --config's, else width 128, depth 2, 4 heads")  # fmt: skip
+    p.add_argument("--no-full", dest="full", action="store_false",
+                   help="--scaling without the full preset's row")  # fmt: skip
+    p.add_argument("--workdir", type=Path, default=Path("build/bench/scaling"),
+                   help="--scaling's exported models and their configs (default build/bench/scaling)")  # fmt: skip
+    p.add_argument("--memory-model", action="store_true",
+                   help="print the TensorRT engines' memory per attention mode, computed from shapes (docs/memory.md)")  # fmt: skip
     p.add_argument("--worker", choices=BACKENDS, help=argparse.SUPPRESS)
     p.add_argument("--output", type=Path, help=argparse.SUPPRESS)
     return p
@@ -296,26 +386,68 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.worker:
         result = time_backend(args.worker, args.model, args.output, engine=args.engine, runs=args.runs,
-                              warmup=args.warmup, seed=args.seed, threads=args.threads)  # fmt: skip
+                              warmup=args.warmup, seed=args.seed, threads=args.threads, batch=args.batch)  # fmt: skip
         print(json.dumps(result, default=str))
         return EXIT_OK
-    _check_plan(args.backends, args.engine, args.runs, args.warmup)  # before any export or worker
-    if args.json:
-        from climax_deploy.artifacts import check_outputs_distinct, check_writable
+    if args.memory_model:
+        from climax_deploy.model.config import resolve_config
+        from climax_deploy.validate.memory_model import format_memory_table, memory_table
 
-        check_outputs_distinct({"--model": args.model, "--engine": args.engine}, {"--json": args.json})
-        check_writable(args.json)
-    model = ensure_model(args.model, args.preset, args.seed)
+        table = memory_table(resolve_config(args.config or args.preset or "full"), batch=args.batch)
+        print(format_memory_table(table))
+        _write_json(args.json, table, {})
+        return EXIT_OK
+    _check_plan(args.backends, args.engine, args.runs, args.warmup, args.batch)  # before any export or worker
+    if args.scaling:
+        return _scaling(args)
+    _write_json(args.json, None, {"--model": args.model, "--engine": args.engine, "--config": args.config})
+    model = ensure_model(args.model, args.config or args.preset or "full", args.seed)
     report = run_bench(model, args.backends, engine=args.engine, runs=args.runs, warmup=args.warmup,
-                       threads=args.threads, seed=args.seed, profile=args.profile)  # fmt: skip
+                       threads=args.threads, seed=args.seed, profile=args.profile, batch=args.batch)  # fmt: skip
     print(format_bench(report))
-    if args.json:
-        from climax_deploy.artifacts import write_json_atomic
-
-        write_json_atomic(args.json, report)
+    _write_json(args.json, report, {})
     failed = [r["backend"] for r in report["results"] if "error" in r]
     if failed:
         print(f"climax-bench: error: backend(s) {', '.join(failed)} failed; see their lines above", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def _write_json(path: Path | None, report: dict[str, Any] | None, inputs: dict[str, Path | None]) -> None:
+    """With `report` None: check that --json can be written (before any work); else write it atomically."""
+    if path is None:
+        return
+    from climax_deploy.artifacts import check_outputs_distinct, check_writable, write_json_atomic
+
+    if report is None:
+        check_outputs_distinct(inputs, {"--json": path})
+        check_writable(path)
+    else:
+        write_json_atomic(path, report)
+
+
+def _scaling(args: argparse.Namespace) -> int:
+    """climax-bench --scaling: the series over --patches (and the full preset), as a table and JSON."""
+    from climax_deploy.validate.scaling import format_scaling, parse_patches, run_scaling
+
+    if args.model is not None or args.engine is not None or args.preset not in (None, "full"):
+        raise BadInputError("--scaling exports its own models: give the architecture with --config, not "
+                            f"--model/--engine/--preset (got {args.model or args.engine or args.preset})")  # fmt: skip
+    grids = parse_patches(args.patches)
+    base = None
+    if args.config is not None:
+        from climax_deploy.model.config import load_config_file
+
+        base = load_config_file(args.config)
+    _write_json(args.json, None, {"--config": args.config})
+    backends = [b for b in args.backends if b != "tensorrt"]
+    report = run_scaling(grids, base=base, full=args.full, backends=backends, workdir=args.workdir,
+                         runs=args.runs, warmup=args.warmup, batch=args.batch, threads=args.threads, seed=args.seed)  # fmt: skip
+    print(format_scaling(report))
+    _write_json(args.json, report, {})
+    failed = [f"{row['name']}: {r['backend']}" for row in report["rows"] for r in row["results"] if "error" in r]
+    if failed:
+        print(f"climax-bench: error: {', '.join(failed)} failed; see the table", file=sys.stderr)
         return EXIT_FAILED
     return EXIT_OK
 

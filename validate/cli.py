@@ -8,17 +8,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from climax_deploy.cli import EXIT_FAILED, EXIT_OK, ArgParser, run_cli
-from climax_deploy.validate.metrics import TOLERANCES
+from climax_deploy.validate.metrics import TOLERANCES, describe_tolerances
 from climax_deploy.validate.parity import BACKENDS, MIXED_BATCH_MAX_PATCHES
 
 
 def _tolerances_help() -> str:
-    """'fp32: rel L2 1e-5, fidelity 1e-4; ...' from the one table of tolerances."""
-
-    def short(value: float) -> str:
-        return f"{value:.0e}".replace("e-0", "e-")
-
-    return "; ".join(f"{p}: rel L2 {short(t.rel_l2)}, fidelity {short(t.fidelity)}" for p, t in TOLERANCES.items())
+    """'fp32: default: <= 4 x PyTorch fp32's error + floor (...); fp16: ...' from the one table of tolerances."""
+    return "; ".join(f"{p}: {describe_tolerances(p)}" for p in TOLERANCES)
 
 
 def build_parser() -> ArgParser:
@@ -26,9 +22,10 @@ def build_parser() -> ArgParser:
     p = ArgParser(
         prog="check-parity",
         description=(
-            "Run an exported model and the fp32 PyTorch reference (literal seed formulation) on the same "
-            "seeded inputs over mountain and flat terrain; print per-variable errors and the terrain "
-            "signal y(mountain) - y(flat). Exit 0 pass, 1 fail, 2 bad input."
+            "Run an exported model and the PyTorch reference on the same seeded inputs over mountain and "
+            "flat terrain; grade the model's per-variable errors and its terrain signal y(mountain) - y(flat) "
+            "against the float64 PyTorch truth, relative to PyTorch's own error in the model's precision. "
+            "Exit 0 pass, 1 fail, 2 bad input."
         ),
     )
     p.add_argument("model", type=Path, help="exported .onnx file or TensorRT .engine (with its .manifest.json beside it)")
@@ -36,10 +33,11 @@ def build_parser() -> ArgParser:
                    help="auto (default): by suffix (.onnx -> onnxruntime, .engine -> tensorrt); torch: the "
                         "PyTorch model of the manifest run eagerly in --precision")  # fmt: skip
     p.add_argument("--precision", choices=list(TOLERANCES), default=None,
-                   help=f"tolerances to apply ({_tolerances_help()}); default: the artifact's")  # fmt: skip
+                   help=f"the precision to grade in: PyTorch's yardstick and the tolerances ({_tolerances_help()}); "
+                        "default: the artifact's")  # fmt: skip
     p.add_argument("--save-polygraphy", type=Path, metavar="DIR",
-                   help="write the inputs and reference outputs in Polygraphy's JSON formats to DIR, with the "
-                        "polygraphy run commands in DIR/README.txt")  # fmt: skip
+                   help="write the inputs and the truth's outputs in Polygraphy's JSON formats to DIR, with "
+                        "polygraphy run commands (absolute paths) in DIR/README.txt")  # fmt: skip
     p.add_argument("--terrain", action="append", metavar="NAME|FILE.npy",
                    help="mountain, flat, plateau, or an H x W .npy DEM in metres; repeatable "
                         "(default: mountain and flat; flat is always added as the signal baseline)")  # fmt: skip

@@ -1,8 +1,15 @@
-"""Parity of a deployed model with the PyTorch reference on mountain and flat terrain."""
+"""Parity of a deployed model on mountain and flat terrain, graded against float64 truth.
+
+Every output is compared with the float64 PyTorch reference (the truth); the backend passes where its
+error is within a stated factor (plus a floor) of PyTorch's own error in the backend's precision
+(climax_deploy.validate.reference, climax_deploy.validate.metrics.TOLERANCES). Same for the terrain
+signal y(terrain) - y(flat).
+"""
 
 from __future__ import annotations
 
 import gc
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +24,14 @@ from climax_deploy.optional import TRITON
 from climax_deploy.progress import Progress
 from climax_deploy.runner import Runner
 from climax_deploy.synthetic import synthetic_sample
-from climax_deploy.validate.metrics import ErrorMetrics, Tolerance, error_metrics, signal_fidelity, tolerance
+from climax_deploy.validate.metrics import (
+    ErrorMetrics,
+    Tolerance,
+    error_metrics,
+    signal_fidelity,
+    tolerance,
+    tolerances,
+)
 from climax_deploy.validate.terrain import resolve_terrain
 
 if TYPE_CHECKING:  # torch and the backends are imported only when a parity run needs them
@@ -34,23 +48,36 @@ MIXED_BATCH_MAX_PATCHES = 2048  # above this the mixed batch is opt-in (full siz
 
 @dataclass(frozen=True)
 class ParityRow:
-    """One output variable of one case against the reference."""
+    """One output variable of one case: the backend and PyTorch in its precision, both against the truth."""
 
-    case: str  # e.g. "mountain", "flat", "mountain+flat (batch 2)"
+    case: str  # e.g. "mountain", "flat", "mountain in mountain+flat (batch 2)"
     variable: str
-    metrics: ErrorMetrics
+    metrics: ErrorMetrics  # the backend vs the float64 truth
+    torch_rel_l2: float  # PyTorch in the backend's precision vs the truth
+    bound: float  # the backend's relative L2 must be <= bound (Tolerance.rel_l2_bound)
     passed: bool
+
+    @property
+    def ratio(self) -> float:
+        """Backend error / PyTorch error: about 1 means as accurate as PyTorch in this precision."""
+        return self.metrics.rel_l2 / self.torch_rel_l2 if self.torch_rel_l2 > 0 else float("inf")
 
 
 @dataclass(frozen=True)
 class SignalRow:
-    """How well the artifact keeps one terrain's signal on one output variable."""
+    """How well the artifact keeps one terrain's signal on one output variable, against the truth's."""
 
     terrain: str  # delta = y(terrain) - y(flat)
     variable: str
-    mean_abs_delta: float  # size of the reference's terrain signal
-    fidelity: float
+    mean_abs_delta: float  # size of the truth's terrain signal
+    fidelity: float  # the backend: |delta - delta_truth| / |delta_truth|
+    torch_fidelity: float  # PyTorch in the backend's precision, the same measure
+    bound: float  # fidelity must be <= bound (Tolerance.fidelity_bound)
     passed: bool
+
+    @property
+    def ratio(self) -> float:
+        return self.fidelity / self.torch_fidelity if self.torch_fidelity > 0 else float("inf")
 
 
 @dataclass
@@ -59,7 +86,9 @@ class ParityReport:
 
     backend: dict[str, Any]
     precision: str
-    tolerance: Tolerance
+    tolerances: dict[str, Tolerance]  # per output variable, "" the default
+    truth: str = ""
+    same_precision: str = ""
     rows: list[ParityRow] = field(default_factory=list)
     signal: list[SignalRow] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
@@ -68,21 +97,36 @@ class ParityReport:
     def passed(self) -> bool:
         return all(r.passed for r in self.rows) and all(s.passed for s in self.signal)
 
+    @property
+    def tolerance(self) -> Tolerance:
+        """The default tolerance (the "" entry)."""
+        return self.tolerances[""]
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "passed": self.passed,
             "backend": self.backend,
             "precision": self.precision,
-            "tolerance": {"rel_l2": self.tolerance.rel_l2, "fidelity": self.tolerance.fidelity},
-            "rows": [{"case": r.case, "variable": r.variable, **r.metrics.as_dict(), "passed": r.passed}
+            "truth": self.truth,
+            "same_precision_reference": self.same_precision,
+            "tolerances": {v: t.as_dict() for v, t in self.tolerances.items()},
+            "rows": [{"case": r.case, "variable": r.variable, **r.metrics.as_dict(), "torch_rel_l2": r.torch_rel_l2,
+                      "ratio": _json_number(r.ratio), "bound": _json_number(r.bound), "passed": r.passed}
                      for r in self.rows],  # fmt: skip
             "terrain_signal": [
                 {"terrain": s.terrain, "variable": s.variable, "mean_abs_delta": s.mean_abs_delta,
-                 "fidelity": s.fidelity, "passed": s.passed}
+                 "fidelity": s.fidelity, "torch_fidelity": s.torch_fidelity, "ratio": _json_number(s.ratio),
+                 "bound": _json_number(s.bound),
+                 "passed": s.passed}
                 for s in self.signal
             ],  # fmt: skip
             "seconds": self.seconds,
         }
+
+
+def _json_number(value: float) -> float | None:
+    """JSON has no infinity: an unbounded ratio or bound (a zero yardstick error, no signal) is null."""
+    return value if math.isfinite(value) else None
 
 
 def reference_from_manifest(manifest: Manifest, checkpoint: str | Path | None = None) -> ClimaX:
@@ -149,15 +193,19 @@ def run_parity(
     precision: str | None = None,
     save_polygraphy: str | Path | None = None,
 ) -> ParityReport:
-    """Compare the artifact (run by the runtime) with the fp32 `literal` PyTorch reference.
+    """Grade the artifact (run by the runtime) against the float64 PyTorch truth.
 
-    backend_name: 'auto' (by suffix), 'onnxruntime' (.onnx), 'tensorrt' (.engine) or 'torch' (the PyTorch
-    model rebuilt from the manifest, run eagerly in `precision`). precision picks the tolerances
-    (default: the artifact's). mixed_batch: also run every terrain as one batch, split at the artifact's
-    batch limit (default: on up to MIXED_BATCH_MAX_PATCHES patches). load_options: OnnxRuntimeOptions or
+    Each output variable passes where the backend's error against the truth is within the tolerance's
+    factor (plus floor) of PyTorch's own error in `precision` (default: the artifact's); the terrain
+    signal y(terrain) - y(flat) likewise. backend_name: 'auto' (by suffix), 'onnxruntime' (.onnx),
+    'tensorrt' (.engine) or 'torch' (the PyTorch model rebuilt from the manifest, run eagerly in
+    `precision`). mixed_batch: also run every terrain as one batch, split at the artifact's batch limit
+    (default: on up to MIXED_BATCH_MAX_PATCHES patches). load_options: OnnxRuntimeOptions or
     TensorRTOptions, or a mapping of their fields. save_polygraphy: a directory for Polygraphy's
-    --load-inputs/--load-outputs.
+    --load-inputs/--load-outputs (the outputs are the truth, rounded to float32).
     """
+    from climax_deploy.validate.reference import SAME_PRECISION, TRUTH
+
     progress = progress or Progress("check-parity", enabled=False)
     model_path = Path(model_path)
     if not model_path.is_file():
@@ -165,20 +213,20 @@ def run_parity(
     check_backend(model_path, backend_name)
     manifest = read_manifest(model_path)
     precision = precision or manifest.precision
-    tol = tolerance(precision)
+    table = tolerances(precision)
     record = manifest.model
     cases = parity_inputs(manifest, terrains, seed)
     lead = np.full(1, lead_time, dtype=np.float32)
     if mixed_batch is None:
         mixed_batch = record.num_patches <= MIXED_BATCH_MAX_PATCHES
 
-    with progress.stage("running the PyTorch reference (fp32, literal)"):
-        refs = reference_outputs(manifest, cases, lead, checkpoint)
+    with progress.stage(f"running the PyTorch reference (float64 truth, then {precision})"):
+        truth, same = reference_outputs(manifest, cases, lead, precision, checkpoint)
     if save_polygraphy is not None:
         from climax_deploy.validate.polygraphy_io import save_polygraphy_data
 
-        save_polygraphy_data(save_polygraphy, [(x, lead) for x in cases.values()], list(refs.values()),
-                             model=model_path, precision=precision)  # fmt: skip
+        save_polygraphy_data(save_polygraphy, [(x, lead) for x in cases.values()], list(truth.values()),
+                             model=model_path, precision=precision, manifest=manifest)  # fmt: skip
     with progress.stage(f"loading {model_path.name}"):
         if backend_name == "torch":
             runner = torch_runner(manifest, checkpoint, precision)
@@ -194,23 +242,37 @@ def run_parity(
             with progress.stage(f"running {runner.backend} on one mixed batch of {len(cases)}"):
                 y = runner.predict_batched(np.concatenate(list(cases.values())), np.repeat(lead, len(cases)))
                 mixed = {label: y[i : i + 1] for i, label in enumerate(cases)}
-        report = ParityReport(backend=runner.describe(), precision=precision, tolerance=tol, seconds=progress.timings)
+        report = ParityReport(
+            backend=runner.describe(), precision=precision, tolerances=dict(table), truth=TRUTH,
+            same_precision=SAME_PRECISION[precision], seconds=progress.timings,
+        )  # fmt: skip
 
     batch_label = "+".join(cases) + f" (batch {len(cases)})"
     for case_label, results in [*((lbl, {lbl: outs[lbl]}) for lbl in cases), (batch_label, mixed)]:
         for label, y in results.items():
             for v, name in enumerate(record.output_variables):
-                m = error_metrics(y[0, v], refs[label][0, v])
+                tol = tolerance(precision, name)
+                m = error_metrics(y[0, v], truth[label][0, v])
+                torch_err = error_metrics(same[label][0, v], truth[label][0, v]).rel_l2
+                bound = tol.rel_l2_bound(torch_err)
                 row_case = case_label if case_label != batch_label else f"{label} in {batch_label}"
-                report.rows.append(ParityRow(row_case, name, m, m.rel_l2 <= tol.rel_l2))
+                report.rows.append(ParityRow(row_case, name, m, torch_err, bound, m.rel_l2 <= bound))
     for label in cases:
         if label == BASELINE_TERRAIN:
             continue
-        d_ref = refs[label] - refs[BASELINE_TERRAIN]
-        d_out = outs[label] - outs[BASELINE_TERRAIN]
+        d_truth = truth[label] - truth[BASELINE_TERRAIN]
+        d_out = outs[label].astype(np.float64) - outs[BASELINE_TERRAIN]
+        d_same = same[label] - same[BASELINE_TERRAIN]
         for v, name in enumerate(record.output_variables):
-            fid = signal_fidelity(d_out[0, v], d_ref[0, v])
-            report.signal.append(SignalRow(label, name, float(np.abs(d_ref[0, v]).mean()), fid, fid <= tol.fidelity))
+            tol = tolerance(precision, name)
+            fid = signal_fidelity(d_out[0, v], d_truth[0, v])
+            torch_fid = signal_fidelity(d_same[0, v], d_truth[0, v])
+            d_norm = float(np.linalg.norm(d_truth[0, v]))
+            output_per_signal = float(np.linalg.norm(truth[label][0, v])) / d_norm if d_norm > 0 else float("inf")
+            bound = tol.fidelity_bound(torch_fid, output_per_signal)
+            report.signal.append(
+                SignalRow(label, name, float(np.abs(d_truth[0, v]).mean()), fid, torch_fid, bound, fid <= bound)
+            )
     return report
 
 
@@ -226,15 +288,21 @@ def parity_inputs(manifest: Manifest, terrains: Sequence[str], seed: int = 0) ->
 
 
 def reference_outputs(
-    manifest: Manifest, cases: Mapping[str, np.ndarray], lead: np.ndarray, checkpoint: str | Path | None = None
-) -> dict[str, np.ndarray]:
-    """The fp32 `literal` PyTorch reference on each case; its weights are freed before returning."""
-    from climax_deploy.model.runner import TorchRunner
+    manifest: Manifest,
+    cases: Mapping[str, np.ndarray],
+    lead: np.ndarray,
+    precision: str,
+    checkpoint: str | Path | None = None,
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """(float64 truth, PyTorch in `precision`) on each case, float64 arrays; the weights are freed after."""
+    from climax_deploy.validate.reference import run_reference
 
-    with TorchRunner(reference_from_manifest(manifest, checkpoint), attention="literal", manifest=manifest) as ref:
-        outputs = {label: ref.predict_batched(x, lead) for label, x in cases.items()}
+    model = reference_from_manifest(manifest, checkpoint)
+    same = run_reference(model, cases, lead, precision)
+    truth = run_reference(model, cases, lead, "fp64")
+    del model
     gc.collect()  # at full size the reference holds gigabytes the artifact's runner needs next
-    return outputs
+    return truth, same
 
 
 BACKENDS: dict[str, str | None] = {"auto": None, "onnxruntime": ".onnx", "tensorrt": ".engine", "torch": ".onnx"}
@@ -250,37 +318,46 @@ def check_backend(model_path: Path, backend: str) -> None:
 
 
 def torch_runner(manifest: Manifest, checkpoint: str | Path | None, precision: str) -> Runner:
-    """The PyTorch model rebuilt from the manifest, eager, fused attention, in `precision`."""
-    from climax_deploy.model.runner import TorchRunner
+    """The PyTorch model rebuilt from the manifest, eager, fused attention, in `precision`'s recipe."""
+    from climax_deploy.validate.reference import SamePrecisionRunner
 
     model = reference_from_manifest(manifest, checkpoint)
-    return TorchRunner(model, attention="fused", precision=precision, manifest=manifest)
+    return SamePrecisionRunner(model, attention="fused", precision=precision, manifest=manifest)
 
 
 def format_report(report: ParityReport) -> str:
-    """The parity table as text."""
-    tol = report.tolerance
+    """The parity table as text: per variable the backend's error and PyTorch's in the same precision,
+    both against the float64 truth, their ratio, and the bound the backend must meet."""
+    from climax_deploy.validate.metrics import describe_tolerances
+
     lines = [
-        f"backend: {report.backend.get('backend')}  precision: {report.precision}  "
-        f"tolerance: rel L2 <= {tol.rel_l2:g}, terrain-signal fidelity <= {tol.fidelity:g}",
+        f"backend: {report.backend.get('backend')}  precision: {report.precision}",
+        f"truth: {report.truth}; yardstick: {report.same_precision}",
+        f"pass where error vs truth {describe_tolerances(report.precision)}",
     ]
     if "providers_used" in report.backend:
         lines.append(f"providers: used {report.backend['providers_used']}, available {report.backend['providers_available']}")
-    header = f"{'case':<34} {'var':<5} {'max abs':>9} {'rmse':>9} {'rel L2':>9} {'p99.9 abs':>9} {'cosine':>10}  ok"
-    lines += ["", header, "-" * len(header)]
+    p = report.precision
+    w = max([34, *(len(r.case) for r in report.rows)])
+    header = (f"{'case':<{w}} {'var':<5} {'max abs':>9} {'rel L2':>9} {'torch ' + p:>10} {'ratio':>6} "
+              f"{'bound':>9} {'cosine':>10}  ok")  # fmt: skip
+    lines += ["", "output vs float64 truth (relative L2)", header, "-" * len(header)]
     for r in report.rows:
         m = r.metrics
         lines.append(
-            f"{r.case:<34} {r.variable:<5} {m.max_abs:9.2e} {m.rmse:9.2e} {m.rel_l2:9.2e} {m.p999_abs:9.2e} "
-            f"{m.cosine:10.7f}  {'yes' if r.passed else 'NO'}"
+            f"{r.case:<{w}} {r.variable:<5} {m.max_abs:9.2e} {m.rel_l2:9.2e} {r.torch_rel_l2:10.2e} {r.ratio:6.2f} "
+            f"{r.bound:9.2e} {m.cosine:10.7f}  {'yes' if r.passed else 'NO'}"
         )
     if report.signal:
-        header = f"{'terrain signal: y(t) - y(flat)':<34} {'var':<5} {'mean |delta|':>12} {'fidelity':>9}  ok"
-        lines += ["", header, "-" * len(header)]
+        header = (f"{'terrain signal: y(t) - y(flat)':<{w}} {'var':<5} {'mean |delta|':>12} {'fidelity':>9} "
+                  f"{'torch ' + p:>10} {'ratio':>6} {'bound':>9}  ok")  # fmt: skip
+        lines += ["", "terrain signal vs the truth's (fidelity |delta - delta_truth| / |delta_truth|)", header,
+                  "-" * len(header)]  # fmt: skip
         for s in report.signal:
-            lines.append(f"{s.terrain:<34} {s.variable:<5} {s.mean_abs_delta:12.4e} {s.fidelity:9.2e}  "
-                         f"{'yes' if s.passed else 'NO'}")  # fmt: skip
-    worst = max((r.metrics.rel_l2 for r in report.rows), default=0.0)
-    worst_fid = max((s.fidelity for s in report.signal), default=0.0)
-    lines += ["", f"{'PASS' if report.passed else 'FAIL'}: worst rel L2 {worst:.2e}, worst fidelity {worst_fid:.2e}"]
+            lines.append(f"{s.terrain:<{w}} {s.variable:<5} {s.mean_abs_delta:12.4e} {s.fidelity:9.2e} "
+                         f"{s.torch_fidelity:10.2e} {s.ratio:6.2f} {s.bound:9.2e}  {'yes' if s.passed else 'NO'}")  # fmt: skip
+    worst = max((r.metrics.rel_l2 / r.bound for r in report.rows), default=0.0)
+    worst_fid = max((s.fidelity / s.bound for s in report.signal), default=0.0)
+    lines += ["", f"{'PASS' if report.passed else 'FAIL'}: worst error / bound {worst:.2f} (outputs), "
+                  f"{worst_fid:.2f} (terrain signal)"]  # fmt: skip
     return "\n".join(lines)

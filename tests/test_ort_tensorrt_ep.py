@@ -1,0 +1,104 @@
+"""load(path, providers="tensorrt"): ONNX Runtime's TensorRT execution provider, its options and its errors.
+
+No TensorRT here, so the session itself is never built with that provider; what is tested is what
+this toolkit decides: the provider list, the provider options (names and value formats as ONNX
+Runtime parses them, onnxruntime/core/providers/tensorrt/tensorrt_execution_provider_info.cc and
+core/common/parse_string.h), the cache folder, and the one-line error where the provider is absent.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import onnxruntime as ort
+import pytest
+
+from climax_deploy.errors import BadInputError, MissingBackendError
+from climax_deploy.runtime import load
+from climax_deploy.runtime.onnxruntime_backend import (
+    OnnxRuntimeOptions,
+    choose_providers,
+    session_providers,
+    tensorrt_provider_options,
+)
+
+TRT, CUDA, CPU = "TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"
+# Every name ONNX Runtime's TensorRT provider parses that this toolkit sets (provider_option_names).
+ORT_TRT_OPTION_NAMES = {
+    "trt_fp16_enable", "trt_max_workspace_size", "trt_engine_cache_enable", "trt_engine_cache_path",
+    "trt_timing_cache_enable", "trt_timing_cache_path",
+}  # fmt: skip
+
+
+def test_tensorrt_provider_order() -> None:
+    """TensorRT first, CUDA next for what TensorRT does not take, CPU last (ONNX Runtime's advice)."""
+    gpu_build = [TRT, CUDA, CPU]
+    assert choose_providers("tensorrt", gpu_build) == [TRT, CUDA, CPU]
+    assert choose_providers(("tensorrt", "cpu"), gpu_build) == [TRT, CUDA, CPU]
+    assert choose_providers(TRT, [TRT, CPU]) == [TRT, CPU]
+
+
+def test_missing_tensorrt_provider_is_one_clear_line() -> None:
+    with pytest.raises(MissingBackendError) as err:
+        choose_providers("tensorrt", [CPU])
+    message = str(err.value)
+    assert "\n" not in message
+    assert TRT in message and "onnxruntime-gpu" in message and "libnvinfer" in message
+
+
+@pytest.mark.skipif(TRT in ort.get_available_providers(), reason="this ONNX Runtime build has the TensorRT provider")
+def test_load_with_tensorrt_fails_clearly_here(small_onnx: Path, tmp_path: Path) -> None:
+    with pytest.raises(MissingBackendError, match=rf"\['{TRT}'\] not available; this build offers .*onnxruntime-gpu"):
+        load(small_onnx, providers="tensorrt", trt_cache_dir=tmp_path / "cache")
+
+
+def test_provider_options_as_onnx_runtime_parses_them(tmp_path: Path) -> None:
+    cache = tmp_path / "engines" / "small"
+    opts = tensorrt_provider_options(OnnxRuntimeOptions(providers="tensorrt", trt_cache_dir=cache,
+                                                        trt_workspace_bytes=2**30))  # fmt: skip
+    assert opts == {
+        "trt_fp16_enable": "1",
+        "trt_max_workspace_size": str(2**30),
+        "trt_engine_cache_enable": "1",
+        "trt_engine_cache_path": str(cache),
+        "trt_timing_cache_enable": "1",
+        "trt_timing_cache_path": str(cache),
+    }
+    assert set(opts) <= ORT_TRT_OPTION_NAMES
+    assert all(isinstance(v, str) for v in opts.values())  # ProviderOptions is a string -> string map
+    assert cache.is_dir()  # created, parents too
+    assert tensorrt_provider_options(OnnxRuntimeOptions(trt_fp16=False)) == {"trt_fp16_enable": "0"}  # no cache
+
+
+def test_relative_cache_dir_becomes_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    opts = tensorrt_provider_options(OnnxRuntimeOptions(trt_cache_dir="cache"))
+    assert opts["trt_engine_cache_path"] == str(tmp_path / "cache")
+
+
+def test_cache_dir_that_is_a_file_is_refused(tmp_path: Path) -> None:
+    blocker = tmp_path / "engines"
+    blocker.write_text("not a folder")
+    with pytest.raises(BadInputError, match=r"trt_cache_dir .*engines is a file; expected a folder"):
+        tensorrt_provider_options(OnnxRuntimeOptions(trt_cache_dir=blocker))
+    with pytest.raises(BadInputError, match=r"cannot be created"):
+        tensorrt_provider_options(OnnxRuntimeOptions(trt_cache_dir=blocker / "below"))
+
+
+def test_session_providers_attach_options_to_tensorrt_only(tmp_path: Path) -> None:
+    options = OnnxRuntimeOptions(providers="tensorrt", trt_cache_dir=tmp_path)
+    providers = session_providers([TRT, CUDA, CPU], options)
+    assert providers[1:] == [CUDA, CPU]
+    name, trt = providers[0]
+    assert name == TRT and trt["trt_engine_cache_path"] == str(tmp_path)
+    assert session_providers([CPU], OnnxRuntimeOptions()) == [CPU]
+    with pytest.raises(BadInputError, match=r"trt_\* options apply to the TensorRT provider only"):
+        session_providers([CPU], OnnxRuntimeOptions(trt_cache_dir=tmp_path))
+    with pytest.raises(BadInputError, match=r"trt_workspace_bytes must be > 0"):
+        session_providers([TRT, CPU], OnnxRuntimeOptions(trt_workspace_bytes=0))
+
+
+def test_trt_options_on_cpu_load_are_refused(small_onnx: Path, tmp_path: Path) -> None:
+    """A cache folder given without the TensorRT provider would silently do nothing: refuse it."""
+    with pytest.raises(BadInputError, match=r"providers='tensorrt'"):
+        load(small_onnx, providers="cpu", trt_cache_dir=tmp_path)
