@@ -126,6 +126,11 @@ def aot_tile_sizes(head_dim: int, dtype: str) -> tuple[int, int, int, int]:
     return 128 if width <= 96 else 64, 32, 8 if width > 64 else 4, 2
 
 
+def dot_precision(dtype: str) -> str:
+    """tl.dot's input precision: fp32 stays fp32 (no silent TF32); 16-bit inputs are exact in tf32."""
+    return "ieee" if dtype == "fp32" else "tf32"
+
+
 def aot_launch_config(head_dim: int, dtype: str) -> LaunchConfig:
     """Launch configuration of the precompiled kernel; its grid is a placeholder (TensorRT computes it)."""
     bm, bn, warps, stages = aot_tile_sizes(head_dim, dtype)
@@ -135,7 +140,7 @@ def aot_launch_config(head_dim: int, dtype: str) -> LaunchConfig:
         block_n=bn,
         num_warps=warps,
         num_stages=stages,
-        dot_precision="ieee" if dtype == "fp32" else "tf32",
+        dot_precision=dot_precision(dtype),
         upcast_dot=False,
         grid=(1, 1, 1),
     )
@@ -165,14 +170,13 @@ def launch_config(
             raise BadInputError(f"{name} must be a power of two >= 16, got {size}")
     if batch * heads > 65535:
         raise BadInputError(f"batch x heads must be <= 65535 (CUDA grid y), got {batch * heads}")
-    precision = "ieee" if dtype == "fp32" else "tf32"  # fp32 stays fp32: no silent TF32
     return LaunchConfig(
         head=split_head_dim(head_dim),
         block_m=bm,
         block_n=bn,
         num_warps=warps,
         num_stages=stages,
-        dot_precision=precision,
+        dot_precision=dot_precision(dtype),
         upcast_dot=interpret and dtype == "bf16",  # works around the interpreter's bf16 tl.dot
         grid=(cdiv(seq_len, bm), batch * heads, 1),
     )
