@@ -222,12 +222,13 @@ def infer_config(
     refused). Heads, grid and variables come from the hyper-parameters; what they do not state comes
     from `base`. The heads are invisible in the weights, so without hyper-parameters giving them and
     without a `base` (a preset or config chosen explicitly) the checkpoint is refused. The wind-following
-    scan is on exactly when the author's code turns it on: `parallel_patch_embed` in the hyper-parameters,
-    else the weights' layout (`parallel_embed`: proj_weights rather than per-variable embeddings).
+    scan is on exactly when the author's code turns it on: never with per-variable embeddings
+    (`parallel_embed` False: `token_embeds.{i}.proj`), else as `parallel_patch_embed` in the
+    hyper-parameters says, else as `base` says.
     """
     settings = hparams_settings(hparams, source) if hparams else {}
-    if "wind_scan" not in settings and parallel_embed is not None:
-        settings["wind_scan"] = parallel_embed
+    if parallel_embed is False:
+        settings["wind_scan"] = False
     seen = weight_settings(state)
     for key in ("depth", "embed_dim", "patch_size"):
         if key in settings and key in seen and settings[key] != seen[key]:

@@ -81,6 +81,15 @@ class ModelConfig:
     def output_indices(self) -> tuple[int, ...]:
         return tuple(self.variables.index(o) for o in self.outputs)
 
+    def on_image(self, img_size: tuple[int, int], name: str) -> ModelConfig:
+        """This architecture on another image size (scaling studies); the wind-following scan stays on
+        only where the new patch grid allows it (multiples of 32 patches each way)."""
+        from climax_deploy.model.wind_scan import scan_grid_problem
+
+        p = self.patch_size
+        scan = self.wind_scan and scan_grid_problem((img_size[0] // p, img_size[1] // p)) is None
+        return dataclasses.replace(self, img_size=img_size, wind_scan=scan, name=name)
+
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["img_size"] = list(self.img_size)

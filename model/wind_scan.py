@@ -135,17 +135,23 @@ def build_table(coords: tuple[tuple[float, float], ...], reverse: bool = False) 
     return ScanTable(np.asarray(points, dtype=np.float32), table)
 
 
+def region_blocks(field: torch.Tensor) -> torch.Tensor:
+    """[B, H, W] -> [B, 32, 32, (H // 32) (W // 32)]: each region's pixel block, contiguous and row-major,
+    as the author's per-region slices are once multiplied (so float32 sums add in the author's order)."""
+    B, H, W = field.shape
+    bh, bw = H // REGIONS, W // REGIONS
+    blocks = field[:, : REGIONS * bh, : REGIONS * bw].float().reshape(B, REGIONS, bh, REGIONS, bw)
+    return blocks.permute(0, 1, 3, 2, 4).reshape(B, REGIONS, REGIONS, bh * bw)
+
+
 def region_mean_winds(u: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Magnitude-weighted mean wind (u, v) per region [B, 32, 32] in float32; (0, 0) where calm."""
-    B, H, W = u.shape
-    bh, bw = H // REGIONS, W // REGIONS
-    u5 = u[:, : REGIONS * bh, : REGIONS * bw].float().reshape(B, REGIONS, bh, REGIONS, bw)
-    v5 = v[:, : REGIONS * bh, : REGIONS * bw].float().reshape(B, REGIONS, bh, REGIONS, bw)
-    magnitude = torch.sqrt(u5**2 + v5**2)
-    total = magnitude.sum((2, 4))
-    blowing = total > 0
-    mean_u = torch.where(blowing, (u5 * magnitude).sum((2, 4)) / total, 0.0)
-    mean_v = torch.where(blowing, (v5 * magnitude).sum((2, 4)) / total, 0.0)
+    ub, vb = region_blocks(u), region_blocks(v)
+    magnitude = torch.sqrt(ub**2 + vb**2)
+    total = magnitude.sum(-1)
+    blowing = total > 0  # NaN winds count as calm too, as in the author's `if sum > 0`
+    mean_u = torch.where(blowing, (ub * magnitude).sum(-1) / total, 0.0)
+    mean_v = torch.where(blowing, (vb * magnitude).sum(-1) / total, 0.0)
     return mean_u, mean_v
 
 
