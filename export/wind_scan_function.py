@@ -113,8 +113,8 @@ def wind_scan_nodes(image: tuple[int, int], grid: tuple[int, int], table: ScanTa
         _const("starts", np.array([0, 0], dtype=np.int64)),
         _const("ends", np.array([REGIONS * bh, REGIONS * bw], dtype=np.int64)),
         _const("hw_axes", np.array([1, 2], dtype=np.int64)),
-        _const("blocks", np.array([-1, REGIONS, bh, REGIONS, bw], dtype=np.int64)),
-        _const("region_rows", np.array([-1, REGIONS, REGIONS, bh * bw], dtype=np.int64)),
+        _const("blocks", np.array([0, REGIONS, bh, REGIONS, bw], dtype=np.int64)),  # 0: keep the batch
+        _const("region_rows", np.array([0, REGIONS, REGIONS, bh * bw], dtype=np.int64)),
         _const("last_axis", np.array([-1], dtype=np.int64)),
         _const("zero", f32(0.0)),
         _const("pi", PI),
@@ -122,7 +122,7 @@ def wind_scan_nodes(image: tuple[int, int], grid: tuple[int, int], table: ScanTa
         _const("breakpoints", table.breakpoints.astype(f32)),
         _const("orders", table.orders.astype(np.int64)),
         _const("offsets", offsets),
-        _const("flat", np.array([-1, rows * cols], dtype=np.int64)),
+        _const("flat", np.array([0, rows * cols], dtype=np.int64)),
         # regions: the author's blocks cover rows [0, 32 bh) and columns [0, 32 bw)
         n("Slice", ["u", "starts", "ends", "hw_axes"], ["u_crop"]),
         n("Slice", ["v", "starts", "ends", "hw_axes"], ["v_crop"]),

@@ -229,3 +229,95 @@ def test_author_layout_checkpoint_round_trip_keeps_the_scan(tmp_path: Path) -> N
     x, lead = torch.randn(1, 15, 128, 128), torch.tensor([24.0])
     with torch.inference_mode():
         assert torch.equal(loaded(x, lead), source(x, lead))
+
+
+# --- exports -----------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def small_wind_exports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    from climax_deploy.export import ExportOptions, Provenance, export_onnx
+
+    model = build_model("small-wind", seed=0)
+    folder = tmp_path_factory.mktemp("small_wind")
+    paths = {}
+    for precision in ("fp32", "fp16"):
+        paths[precision] = folder / f"small_wind_{precision}.onnx"
+        export_onnx(model, paths[precision], ExportOptions(precision=precision), Provenance(preset="small-wind", seed=0))
+    return paths
+
+
+def _wind_batch(n: int, seed: int = 0) -> np.ndarray:
+    names, u, v = stack_cases(wind_cases((128, 128), seed))
+    x = np.random.default_rng(seed).standard_normal((n, 15, 128, 128)).astype(np.float32)
+    pick = [names.index(k) for k in ("synthetic synthetic", "synthetic zonal", "calm regions", "easterly", "random")][:n]
+    x[:, 0], x[:, 1] = u[pick], v[pick]
+    return x
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_exports_carry_the_scan_and_compute_the_reference(precision: str, small_wind_exports) -> None:
+    import onnx
+
+    from climax_deploy.export.wind_scan_function import wind_scan_functions, wind_scan_nodes_of
+    from climax_deploy.runtime import load
+
+    proto = onnx.load(str(small_wind_exports[precision]))
+    assert len(wind_scan_nodes_of(proto)) == 1 and len(wind_scan_functions(proto)) == 1
+    model = build_model("small-wind", seed=0)
+    for batch in (1, 3):  # dynamic batch
+        x = _wind_batch(batch, seed=batch)
+        lead = np.full(batch, 24.0, dtype=np.float32)
+        with torch.inference_mode():
+            expected = model(torch.from_numpy(x), torch.from_numpy(lead)).numpy()
+            model.wind_scan, scan = None, model.wind_scan
+            unscanned = model(torch.from_numpy(x), torch.from_numpy(lead)).numpy()
+            model.wind_scan = scan
+        with load(small_wind_exports[precision], providers="cpu") as runner:
+            got = runner.predict(x, lead)
+        error = np.linalg.norm(got - expected) / np.linalg.norm(expected)
+        assert error < (1e-5 if precision == "fp32" else 3e-3), error
+        assert np.linalg.norm(got - unscanned) / np.linalg.norm(unscanned) > 30 * error  # the scan is what matches
+
+
+def test_fp16_export_keeps_the_scan_in_float32(small_wind_exports) -> None:
+    import onnx
+
+    from climax_deploy.export.fp16 import float_tensor_types, wind_scan_island
+
+    proto = onnx.load(str(small_wind_exports["fp16"]))
+    island = wind_scan_island(proto)
+    types = float_tensor_types(proto)
+    assert len(island) > 1
+    for index in island:
+        for out in proto.graph.node[index].output:
+            assert types.get(out, onnx.TensorProto.FLOAT) == onnx.TensorProto.FLOAT, out
+
+
+def test_symbolic_shape_infer_shapes_the_scan(small_wind_exports, tmp_path: Path) -> None:
+    """ONNX Runtime's TensorRT provider route runs symbolic_shape_infer on fp16 exports: the scan keeps
+    the batch symbolic through its function (Reshape with 0 copies the batch dimension)."""
+    import onnx
+    from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+
+    shaped = SymbolicShapeInference.infer_shapes(onnx.load(str(small_wind_exports["fp16"])), auto_merge=False)
+    (out,) = shaped.graph.output
+    assert [d.dim_param or d.dim_value for d in out.type.tensor_type.shape.dim] == ["batch", 6, 128, 128]
+
+
+@pytest.mark.parametrize("mode", ["inline", "native", "plugin"])
+def test_every_tensorrt_attention_mode_keeps_the_scan(mode: str, small_wind_exports) -> None:
+    """What build-engine hands TensorRT still holds the scan's function (TensorRT's parser inlines it:
+    standard float32 ops, int64 Gather), and checks as ONNX."""
+    import onnx
+
+    from climax_deploy.export.attention_modes import attention_pass
+    from climax_deploy.export.wind_scan_function import wind_scan_functions, wind_scan_nodes_of
+
+    proto = attention_pass(mode)(onnx.load(str(small_wind_exports["fp16"]))).model
+    onnx.checker.check_model(proto, full_check=True)
+    assert len(wind_scan_nodes_of(proto)) == 1 and len(wind_scan_functions(proto)) == 1
+    ops = {n.op_type for f in wind_scan_functions(proto) for n in f.node}
+    assert not ops & {"Atan", "Cos", "Sin", "TopK"}  # plain float32 arithmetic: no implementation-defined last bit
+    body_types = {a.t.data_type for f in wind_scan_functions(proto) for n in f.node for a in n.attribute if a.name == "value"}
+    assert onnx.TensorProto.DOUBLE not in body_types
