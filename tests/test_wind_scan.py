@@ -294,12 +294,13 @@ def test_fp16_export_keeps_the_scan_in_float32(small_wind_exports) -> None:
             assert types.get(out, onnx.TensorProto.FLOAT) == onnx.TensorProto.FLOAT, out
 
 
-def test_symbolic_shape_infer_shapes_the_scan(small_wind_exports, tmp_path: Path) -> None:
+def test_symbolic_shape_infer_shapes_the_scan(small_wind_exports, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """ONNX Runtime's TensorRT provider route runs symbolic_shape_infer on fp16 exports: the scan keeps
     the batch symbolic through its function (Reshape with 0 copies the batch dimension)."""
     import onnx
     from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
 
+    monkeypatch.chdir(tmp_path)  # it may leave temporary files in the working folder
     shaped = SymbolicShapeInference.infer_shapes(onnx.load(str(small_wind_exports["fp16"])), auto_merge=False)
     (out,) = shaped.graph.output
     assert [d.dim_param or d.dim_value for d in out.type.tensor_type.shape.dim] == ["batch", 6, 128, 128]
