@@ -30,7 +30,7 @@ CHECKED = [
     "runtime/tensorrt_backend.py",
     "kernels/trt_plugin.py",  # tensorrt.plugin is absent from the 10.13 stubs: typed as Any there
     "validate/polygraphy_io.py",
-    "validate/gpu_check.py",  # climax-gpu-check (was scripts/gpu_check.py)
+    "bench/gpu_check.py",  # climax-gpu-check
 ]
 STUB_PACKAGES = ("tensorrt", "tensorrt_bindings")
 

@@ -128,7 +128,7 @@ def _child(variant: str, device: str, batch: int, heads: int, seq_len: int, head
            repeats: int) -> dict[str, Any]:  # fmt: skip
     """run_variant in a fresh process, so its peak memory is its own."""
     cmd = [
-        sys.executable, "-m", "climax_deploy.validate.bench_attention", "--_child", variant,
+        sys.executable, "-m", "climax_deploy.bench.bench_attention", "--_child", variant,
         "--device", device, "--batch", str(batch), "--heads", str(heads),
         "--seq-len", str(seq_len), "--head-dim", str(head_dim), "--dtype", dtype,
         "--repeats", str(repeats),

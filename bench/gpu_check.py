@@ -2,7 +2,7 @@
 
     climax-gpu-check                         # everything there is: kernel sweep, reference, bench, TensorRT
     climax-gpu-check --skip bench tensorrt   # the numerics only
-    python validate/gpu_check.py             # the same from a plain checkout, no pip install (docs/gpu_check.md)
+    python bench/gpu_check.py             # the same from a plain checkout, no pip install (docs/gpu_check.md)
 
 Rows, each pass / FAIL / error / skip:
 - kernel: the fused Triton kernel against the float64 bias-form reference, over N in {1, 7, 65, 129,
@@ -32,7 +32,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-if __name__ == "__main__" and __package__ in (None, ""):  # `python validate/gpu_check.py` from a checkout
+if __name__ == "__main__" and __package__ in (None, ""):  # `python bench/gpu_check.py` from a checkout
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from checkout_bootstrap import bootstrap_checkout  # type: ignore[import-not-found]
 
@@ -213,7 +213,7 @@ def reference_row(precision: str, device: str, preset: str = "small", terrains: 
 
 def bench_row(**kwargs: Any) -> Row:
     """climax-bench-attention --device cuda (in-process; its variants run in child processes)."""
-    from climax_deploy.validate.bench_attention import format_report, run_benchmark
+    from climax_deploy.bench.bench_attention import format_report, run_benchmark
 
     report = run_benchmark("cuda", **kwargs)
     print(format_report(report), flush=True)
