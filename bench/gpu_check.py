@@ -239,8 +239,7 @@ def tensorrt_rows(presets: Sequence[str], modes: Sequence[str], out: Path, runs:
 
     from climax_deploy.export import ExportOptions, export_model
     from climax_deploy.export.tensorrt_build import build_engine
-    from climax_deploy.export.tensorrt_profile import EngineOptions
-    from climax_deploy.manifest import BatchSpec
+    from climax_deploy.manifest import BatchSpec, BuildOptions
     from climax_deploy.synthetic import synthetic_sample
     from climax_deploy.validate.parity import load_artifact, run_parity
     from climax_deploy.validate.terrain import make_terrain
@@ -260,7 +259,7 @@ def tensorrt_rows(presets: Sequence[str], modes: Sequence[str], out: Path, runs:
 
             def check(mode: str = mode, onnx_path: Path = onnx_path, preset: str = preset) -> Row:
                 engine = onnx_path.with_name(f"{onnx_path.stem}.{mode}.engine")
-                options = EngineOptions(batch=BatchSpec(1, 1, 2), attention=mode, timing_cache=out / "timing.cache")
+                options = BuildOptions(batch=BatchSpec(1, 1, 2), attention=mode, timing_cache=str(out / "timing.cache"))
                 manifest = build_engine(onnx_path, engine, options)
                 report = run_parity(engine, ("mountain", "flat"))
                 worst = max(r.metrics.rel_l2 / r.bound for r in report.rows)

@@ -14,7 +14,7 @@ import pytest
 from climax_deploy.export.passes import elevation_functions
 from climax_deploy.manifest import read_onnx_manifest
 from climax_deploy.optional import TENSORRT_HINT
-from climax_deploy.runtime.tensorrt_backend import tensorrt_available
+from climax_deploy.tensorrt_version import tensorrt_available
 
 HAS_TRT = tensorrt_available()
 BUILD_ENGINE = [sys.executable, "-m", "climax_deploy.export.build_engine_cli"]

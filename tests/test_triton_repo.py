@@ -15,10 +15,11 @@ model_config_pb2 = pytest.importorskip("tritonclient.grpc.model_config_pb2", rea
 from climax_deploy.artifacts import sha256_file
 from climax_deploy.errors import BadInputError, ModelFileError
 from climax_deploy.export.tensorrt_build import engine_manifest
-from climax_deploy.export.tensorrt_profile import EngineOptions, plan_build
+from climax_deploy.export.tensorrt_profile import plan_build
+from climax_deploy.manifest import BuildOptions
 from climax_deploy.export.triton_repo import TritonRepoOptions, write_triton_repo
 from climax_deploy.manifest import BatchSpec, GpuRecord, read_onnx_manifest, write_manifest
-from climax_deploy.runtime.tensorrt_backend import TensorRTVersion
+from climax_deploy.tensorrt_version import TensorRTVersion
 from climax_deploy.serving.load import check_loopback
 
 BIN = Path(sys.executable).parent
@@ -34,7 +35,7 @@ def fake_engine(tmp_path: Path, small_onnx: Path) -> Path:
     """A stand-in plan file with an engine manifest (TensorRT cannot run here; only the repo layout is tested)."""
     engine = tmp_path / "small.engine"
     engine.write_bytes(b"not a real plan")
-    version, options = TensorRTVersion(10, 14), EngineOptions(attention="plugin")
+    version, options = TensorRTVersion(10, 14), BuildOptions(attention="plugin")
     plan = plan_build("fp32", options, version)
     gpu = GpuRecord("NVIDIA L4", "8.9", 24 << 30)
     source = read_onnx_manifest(small_onnx)
