@@ -1,7 +1,7 @@
 """`climax-bench`: whole-model latency, peak memory and parity per backend, side by side.
 
 Each backend runs in its own process (so its peak RSS is its own) on the same seeded mountain samples:
-PyTorch `literal` (the seed's formulas, also the parity reference), PyTorch `fused`, ONNX Runtime on
+PyTorch `literal` (the author's code's formulas, also the parity reference), PyTorch `fused`, ONNX Runtime on
 the exported model, and TensorRT where an engine is given. Latency is the median of `--runs` after
 `--warmup` runs; ratios are against PyTorch `fused`.
 

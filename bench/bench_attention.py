@@ -1,4 +1,4 @@
-"""Benchmark the physics attention: fused kernel / blocked CPU op vs SDPA and the seed's literal form.
+"""Benchmark the physics attention: fused kernel / blocked CPU op vs SDPA and the author's code's literal form.
 
     climax-bench-attention --device cpu            # CPU op vs literal, N = 8192, 8 x 96, fp32
     climax-bench-attention --device cuda           # Triton kernel vs SDPA flash / SDPA+bias / literal fp32
@@ -32,11 +32,11 @@ VARIANTS = {
     "cuda": ("flash_nobias", "sdpa_bias", "literal_fp32", "kernel"),
 }
 LABELS = {
-    "literal": "seed literal (mask + renorm)",
+    "literal": "author's literal (mask + renorm)",
     "sdpa_bias": "SDPA + materialised bias",
     "op": "torch.ops.climax (blocked)",
     "flash_nobias": "SDPA flash, no bias",
-    "literal_fp32": "seed literal, fp32",
+    "literal_fp32": "author's literal, fp32",
     "kernel": "fused Triton kernel",
 }
 

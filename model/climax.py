@@ -19,10 +19,10 @@ from climax_deploy.model.physics_attention import AttentionImpl, normalise_eleva
 
 
 class ClimaX(nn.Module):
-    """ClimaX as the seed uses it, with physics-guided attention in the first block only.
+    """ClimaX as the author's code uses it, with physics-guided attention in the first block only.
 
     The implementation is chosen per call, never stored at construction time, so one module serves
-    as reference, fast path and export source: `literal` computes the seed's formulas as written;
+    as reference, fast path and export source: `literal` computes the author's code's formulas as written;
     `fused` uses the bias-form physics attention and folds the patch embedding into the variable
     aggregation (exact algebra, ~0.29 TFLOP less at full size); `onnx` is `fused` with the attention
     of every block emitted as a climax custom node for torch.onnx.export.
@@ -61,7 +61,7 @@ class ClimaX(nn.Module):
     def forward(self, x: torch.Tensor, lead_times: torch.Tensor, attention: AttentionImpl = "fused") -> torch.Tensor:
         """x [B, V, H, W] standardised fields, lead_times [B] in hours -> [B, len(outputs), H, W]."""
         elevation = self.elevation_patches(x)  # [B, N]
-        if attention == "literal":  # the seed's computation, step by step
+        if attention == "literal":  # the author's code's computation, step by step
             tokens = self.token_embeds(x) + self.var_embed.unsqueeze(2)  # [B, V, L, D]
             h = self.var_agg(self.var_query, tokens)  # [B, L, D]
         else:  # the same function with the embedding folded into the aggregation

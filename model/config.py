@@ -127,7 +127,7 @@ def _field_problems(c: ModelConfig) -> list[str]:
 
 
 PRESETS: dict[str, ModelConfig] = {
-    # The seed's model: 128 x 256 grid, 2 x 2 patches -> 8192 patches.
+    # The author's code's model: 128 x 256 grid, 2 x 2 patches -> 8192 patches.
     "full": ModelConfig(name="full"),
     # Same structure, small enough for unit tests: 16 x 32 = 512 patches.
     "small": ModelConfig(img_size=(32, 64), embed_dim=128, depth=2, num_heads=4, name="small"),

@@ -1,7 +1,7 @@
 """torch.ops.climax.elevation_attention: the exact blocked CPU path, its registration, and the model.
 
 Tolerances: fp32 vs the float64 bias form atol 2e-5 / rtol 1e-5 (fp32 SDPA over <= 300 keys);
-vs the seed's literal form the same at beta <= 3, where its +1e-8 moves outputs by <= 2e-7 relative.
+vs the author's code's literal form the same at beta <= 3, where its +1e-8 moves outputs by <= 2e-7 relative.
 16-bit inputs are computed in fp32 on CPU, so they are compared with the output rounding only
 (fp16 atol/rtol 2e-3, bf16 1.6e-2: about 4 units of roundoff).
 """
@@ -118,7 +118,7 @@ def test_torch_export_sees_the_op() -> None:
 
 
 def test_model_fused_mode_uses_op_and_matches_literal() -> None:
-    """Parity of the reference model: fused (the op) vs the seed's literal attention."""
+    """Parity of the reference model: fused (the op) vs the author's code's literal attention."""
     model = build_model("small", seed=0)
     cfg = model.config
     gen = torch.Generator().manual_seed(6)

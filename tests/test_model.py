@@ -27,7 +27,7 @@ from climax_deploy.model import (
 )
 from climax_deploy.model.layers import VariableAggregation
 
-# Literal and fused differ by the seed's +1e-8 in the renormalisation (<= 1e-8 / sigmoid(-beta)
+# Literal and fused differ by the author's code's +1e-8 in the renormalisation (<= 1e-8 / sigmoid(-beta)
 # relative, 2e-7 at beta = 3) plus fp32 summation order: 2e-6 absolute on unit-scale values.
 FP32_ATOL = 2e-6
 
