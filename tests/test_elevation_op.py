@@ -47,7 +47,7 @@ def test_cpu_op_matches_exact_form(b: int, h: int, n: int, d: int, beta: float, 
 
 
 @pytest.mark.parametrize("beta", [0.0, 3.0])
-def test_cpu_op_matches_literal_seed_form(beta: float) -> None:
+def test_cpu_op_matches_the_authors_literal_form(beta: float) -> None:
     q, k, v, e = inputs(2, 2, 300, 96, kind="mixed", seed=1)
     b = torch.tensor(beta)
     torch.testing.assert_close(op(q, k, v, e, b), literal_elevation_attention(q, k, v, e, b), atol=2e-5, rtol=1e-5)

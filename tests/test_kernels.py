@@ -56,7 +56,7 @@ def test_kernel_fp32_matches_exact_form(b: int, h: int, n: int, d: int, beta: fl
 
 
 @pytest.mark.parametrize("beta", [0.0, 3.0])
-def test_kernel_matches_literal_seed_form(beta: float) -> None:
+def test_kernel_matches_the_authors_literal_form(beta: float) -> None:
     """At beta <= 3 the author's code's +1e-8 moves outputs by <= 2e-7 relative, far inside fp32 tolerance."""
     q, k, v, e = inputs(2, 2, 129, 96, torch.float32, "mixed", seed=1)
     out = elevation_attention(q, k, v, e, torch.tensor(beta))
