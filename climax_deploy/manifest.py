@@ -17,7 +17,7 @@ import json
 import math
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, TypeVar, Union
 
@@ -42,6 +42,9 @@ ENGINE_KIND = "tensorrt-engine"
 PRECISIONS: tuple[str, ...] = ("fp32", "fp16")
 ATTENTION_MODES: tuple[str, ...] = ("inline", "native", "plugin")
 HARDWARE_COMPAT_LEVELS: tuple[str, ...] = ("none", "ampere+", "same-cc")
+PRECISION_CHOICES: tuple[str, ...] = ("auto", *PRECISIONS)  # an engine build's request: "auto" is the graph's
+DEFAULT_OPT_LEVEL = 3
+MAX_OPT_LEVEL = 5
 
 
 # -- batch ----------------------------------------------------------------------------------------
@@ -185,25 +188,54 @@ class GpuRecord:
 
 
 @dataclass(frozen=True)
+class BuildOptions:
+    """How a TensorRT engine is built: what build-engine is asked for and, resolved, what its manifest records.
+
+    The one record of the build options: build-engine's flags fill it, the builder reads it, the
+    engine's manifest stores it (its fields are the manifest's keys) and the runtime reads it back.
+    A request may leave `batch` None (the export's fixed batch, else a default profile) and
+    `precision` "auto" (the graph's); a manifest holds them resolved.
+    """
+
+    batch: BatchSpec | None = None  # the optimisation profile over the batch
+    precision: str = "auto"  # what the engine computes in
+    attention: str = "inline"  # how the ElevationAttention function is built: inline, native, plugin
+    opt_level: int = DEFAULT_OPT_LEVEL  # builder optimisation level
+    hardware_compatibility: str = "none"
+    version_compatible: bool = False  # runs on later TensorRT releases (and the lean runtime)
+    exclude_lean_runtime: bool = False  # with version_compatible: the plan carries no lean runtime
+    workspace_bytes: int | None = None  # workspace memory-pool limit; None: TensorRT's
+    timing_cache: str | None = None  # timing cache file, loaded if present and saved after
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.opt_level <= MAX_OPT_LEVEL:
+            raise BadInputError(f"--opt-level must be 0..{MAX_OPT_LEVEL}, got {self.opt_level}")
+        if self.hardware_compatibility not in HARDWARE_COMPAT_LEVELS:
+            raise BadInputError(
+                f"--hardware-compat must be one of {HARDWARE_COMPAT_LEVELS}, got {self.hardware_compatibility!r}"
+            )
+        if self.attention not in ATTENTION_MODES:
+            raise BadInputError(f"--attention must be one of {', '.join(ATTENTION_MODES)}, got {self.attention!r}")
+        if self.precision not in PRECISION_CHOICES:
+            raise BadInputError(f"--precision must be one of {PRECISION_CHOICES}, got {self.precision!r}")
+        if self.exclude_lean_runtime and not self.version_compatible:
+            raise BadInputError("--exclude-lean-runtime only applies with --version-compatible")
+        if self.workspace_bytes is not None and self.workspace_bytes <= 0:
+            raise BadInputError(f"--workspace must be positive, got {self.workspace_bytes} bytes")
+
+
+@dataclass(frozen=True)
 class EngineManifest:
     """The manifest of a TensorRT engine written by build-engine."""
 
-    precision: str
-    batch: BatchSpec  # the optimisation profile
+    build: BuildOptions  # resolved: batch is the optimisation profile, precision fp32 or fp16
     model: ModelRecord
     source_onnx: FileRecord
     source_precision: str
     tensorrt_version: str
     gpu: GpuRecord
-    attention: str
     build_path: str
     strongly_typed: bool
-    opt_level: int
-    hardware_compatibility: str
-    version_compatible: bool
-    exclude_lean_runtime: bool
-    workspace_bytes: int | None
-    timing_cache: str | None
     build_seconds: float
     versions: Mapping[str, str]
     created_utc: str
@@ -211,6 +243,19 @@ class EngineManifest:
     sha256: str = ""
 
     kind = ENGINE_KIND
+
+    def __post_init__(self) -> None:
+        if self.build.batch is None or self.build.precision not in PRECISIONS:
+            raise BadInputError(f"an engine's manifest records its resolved batch and precision, got {self.build}")
+
+    @property
+    def precision(self) -> str:
+        return self.build.precision
+
+    @property
+    def batch(self) -> BatchSpec:
+        assert self.build.batch is not None  # __post_init__
+        return self.build.batch
 
 
 Manifest = Union[OnnxManifest, EngineManifest]
@@ -276,17 +321,19 @@ def to_json(manifest: Manifest) -> dict[str, Any]:
         "tensorrt": {"version": manifest.tensorrt_version},
         "gpu": {"name": gpu.name, "compute_capability": gpu.compute_capability,
                 "total_memory_bytes": gpu.total_memory_bytes, "index": gpu.index},  # fmt: skip
-        "attention": manifest.attention,
+        **_build_json(manifest.build),
         "build_path": manifest.build_path,
         "strongly_typed": manifest.strongly_typed,
-        "opt_level": manifest.opt_level,
-        "hardware_compatibility": manifest.hardware_compatibility,
-        "version_compatible": manifest.version_compatible,
-        "exclude_lean_runtime": manifest.exclude_lean_runtime,
-        "workspace_bytes": manifest.workspace_bytes,
-        "timing_cache": manifest.timing_cache,
         "build_seconds": manifest.build_seconds,
     }
+
+
+# batch and precision are in every manifest's head; the other build options are written beside them.
+_HEAD_BUILD_OPTIONS = ("batch", "precision")
+
+
+def _build_json(build: BuildOptions) -> dict[str, Any]:
+    return {f.name: getattr(build, f.name) for f in fields(build) if f.name not in _HEAD_BUILD_OPTIONS}
 
 
 class _Fields:
@@ -421,6 +468,25 @@ def _model(f: _Fields) -> ModelRecord:
     )
 
 
+# How each BuildOptions field type is read, strictly, from a manifest.
+_BUILD_READERS: dict[str, Any] = {
+    "str": lambda f, key: f.str(key),
+    "int": lambda f, key: f.int(key, 0),
+    "bool": lambda f, key: f.bool(key),
+    "int | None": lambda f, key: f.optional_int(key, 1),
+    "str | None": lambda f, key: f.optional_str(key),
+    "BatchSpec | None": lambda f, key: _batch(f),
+}
+
+
+def _build_options(f: _Fields) -> BuildOptions:
+    values = {o.name: _BUILD_READERS[str(o.type)](f, o.name) for o in fields(BuildOptions)}
+    try:
+        return BuildOptions(**values)
+    except BadInputError as exc:
+        raise ModelFileError(f"{f.source}: {exc}") from None
+
+
 def from_json(obj: Any, source: str = "manifest") -> Manifest:
     """Parse a manifest dict strictly; ModelFileError naming the field on anything missing or mistyped."""
     f = _Fields(obj, "", source)
@@ -434,9 +500,8 @@ def from_json(obj: Any, source: str = "manifest") -> Manifest:
             "re-export the model (or rebuild the engine) with this version of climax-deploy"
         )
     kind = f.str("kind", (ONNX_KIND, ENGINE_KIND))
+    precision = f.str("precision", PRECISIONS)
     common = dict(
-        precision=f.str("precision", PRECISIONS),
-        batch=_batch(f),
         model=_model(f),
         versions=f.str_map("versions"),
         created_utc=f.str("created_utc"),
@@ -445,25 +510,20 @@ def from_json(obj: Any, source: str = "manifest") -> Manifest:
     )
     if kind == ONNX_KIND:
         op = f.sub("custom_op")
-        return OnnxManifest(**common, opset=f.int("opset", 1), heads_per_chunk=f.int("heads_per_chunk", 1),
+        return OnnxManifest(**common, precision=precision, batch=_batch(f), opset=f.int("opset", 1),
+                            heads_per_chunk=f.int("heads_per_chunk", 1),
                             custom_op=(op.str("domain"), op.str("name"), op.int("version")),
                             external_data=f.str_map("external_data"))  # fmt: skip
     src, gpu = f.sub("source_onnx"), f.sub("gpu")
     return EngineManifest(
         **common,
+        build=_build_options(f),
         source_onnx=FileRecord(src.str("path"), src.str("sha256")),
         source_precision=src.str("precision", PRECISIONS),
         tensorrt_version=f.sub("tensorrt").str("version"),
         gpu=GpuRecord(gpu.str("name"), gpu.str("compute_capability"), gpu.int("total_memory_bytes", 0), gpu.int("index", 0)),
-        attention=f.str("attention", ATTENTION_MODES),
         build_path=f.str("build_path"),
         strongly_typed=f.bool("strongly_typed"),
-        opt_level=f.int("opt_level", 0),
-        hardware_compatibility=f.str("hardware_compatibility", HARDWARE_COMPAT_LEVELS),
-        version_compatible=f.bool("version_compatible"),
-        exclude_lean_runtime=f.bool("exclude_lean_runtime"),
-        workspace_bytes=f.optional_int("workspace_bytes", 1),
-        timing_cache=f.optional_str("timing_cache"),
         build_seconds=f.float("build_seconds"),
     )
 
@@ -630,6 +690,7 @@ def check_embedded(metadata: Mapping[str, str], manifest: OnnxManifest, source: 
 
 __all__ = [
     "BatchSpec",
+    "BuildOptions",
     "ENGINE_KIND",
     "EngineManifest",
     "FileRecord",

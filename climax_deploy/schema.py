@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-# The 15 input variables in the order the seed and the author's checkpoints use.
+# The 15 input variables in the order the author's code and checkpoints use.
 VARIABLES: tuple[str, ...] = (
     "u", "v", "temp", "rh", "psfc", "pm10", "so2", "no2", "co", "o3",
     "lat2d", "lon2d", "pm25", "elevation", "population",

@@ -7,16 +7,16 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from climax_deploy.cli import EXIT_OK, ArgParser, run_cli
-from climax_deploy.export.tensorrt_profile import (
-    ASSUMED_TENSORRT,
-    DEFAULT_DYNAMIC_PROFILE,
+from climax_deploy.export.tensorrt_profile import ASSUMED_TENSORRT, DEFAULT_DYNAMIC_PROFILE, format_command, parse_size
+from climax_deploy.manifest import (
+    ATTENTION_MODES,
     DEFAULT_OPT_LEVEL,
+    HARDWARE_COMPAT_LEVELS,
     PRECISION_CHOICES,
-    EngineOptions,
-    format_command,
-    parse_size,
+    BatchSpec,
+    BuildOptions,
 )
-from climax_deploy.manifest import ATTENTION_MODES, HARDWARE_COMPAT_LEVELS, BatchSpec
+from climax_deploy.tensorrt_version import TensorRTVersion
 
 
 def build_parser() -> ArgParser:
@@ -34,15 +34,16 @@ def build_parser() -> ArgParser:
     p.add_argument("--batch", metavar="MIN,OPT,MAX",
                    help="optimisation profile over the batch (default: the export's fixed batch, "
                         f"else {DEFAULT_DYNAMIC_PROFILE})")  # fmt: skip
-    p.add_argument("--workspace", metavar="SIZE", help="workspace memory-pool limit, e.g. 4GiB (default: TensorRT's)")
-    p.add_argument("--timing-cache", type=Path, metavar="FILE", help="timing cache to load if present and save after")
+    p.add_argument("--workspace", dest="workspace_bytes", metavar="SIZE",
+                   help="workspace memory-pool limit, e.g. 4GiB (default: TensorRT's)")  # fmt: skip
+    p.add_argument("--timing-cache", metavar="FILE", help="timing cache to load if present and save after")
     p.add_argument("--opt-level", type=int, default=DEFAULT_OPT_LEVEL, metavar="0-5",
                    help=f"builder optimisation level (default {DEFAULT_OPT_LEVEL})")  # fmt: skip
     p.add_argument("--version-compatible", action="store_true",
                    help="engine runs on later TensorRT releases and on the lean runtime (tensorrt_lean)")  # fmt: skip
     p.add_argument("--exclude-lean-runtime", action="store_true",
                    help="with --version-compatible: do not embed the lean runtime (the target ships its own)")  # fmt: skip
-    p.add_argument("--hardware-compat", default="none", choices=HARDWARE_COMPAT_LEVELS,
+    p.add_argument("--hardware-compat", dest="hardware_compatibility", default="none", choices=HARDWARE_COMPAT_LEVELS,
                    help="hardware-compatibility level (default none: this GPU's architecture only)")  # fmt: skip
     p.add_argument("--attention", default="inline", choices=ATTENTION_MODES,
                    help="inline: the parser expands the ONNX function (default); native: ONNX Attention-23 -> "
@@ -62,39 +63,31 @@ def build_parser() -> ArgParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    options = EngineOptions(
-        batch=BatchSpec.parse(args.batch) if args.batch else None,
-        workspace_bytes=parse_size(args.workspace) if args.workspace else None,
-        timing_cache=args.timing_cache,
-        opt_level=args.opt_level,
-        version_compatible=args.version_compatible,
-        exclude_lean_runtime=args.exclude_lean_runtime,
-        hardware_compat=args.hardware_compat,
-        attention=args.attention,
-        precision=args.precision,
-    )
+    args.batch = BatchSpec.parse(args.batch) if args.batch else None
+    args.workspace_bytes = parse_size(args.workspace_bytes) if args.workspace_bytes else None
+    # Each BuildOptions field is the flag of the same name (its dest).
+    options = BuildOptions(**{name: getattr(args, name) for name in BuildOptions.__dataclass_fields__})
     if args.print_trtexec:
         return print_trtexec(args.model, args.output, options, args.target_tensorrt, args.save_onnx)
     return build(args.model, args.output, options, args.save_onnx, quiet=args.quiet)
 
 
-def build(model: Path, output: Path | None, options: EngineOptions, save_onnx: Path | None, quiet: bool) -> int:
+def build(model: Path, output: Path | None, options: BuildOptions, save_onnx: Path | None, quiet: bool) -> int:
     from climax_deploy.export.tensorrt_build import build_engine, default_engine_path
     from climax_deploy.progress import Progress
 
     engine = output or default_engine_path(model)
     manifest = build_engine(model, engine, options, Progress("build-engine", enabled=not quiet), save_onnx)
     print(f"wrote {engine} and {engine}.manifest.json (TensorRT {manifest.tensorrt_version}, {manifest.precision}, "
-          f"attention {manifest.attention}, batch {manifest.batch.min}..{manifest.batch.max}, "
+          f"attention {manifest.build.attention}, batch {manifest.batch.min}..{manifest.batch.max}, "
           f"{manifest.build_seconds} s)")  # fmt: skip
     return EXIT_OK
 
 
 def print_trtexec(
-    model: Path, output: Path | None, options: EngineOptions, target: str | None, save_onnx: Path | None
+    model: Path, output: Path | None, options: BuildOptions, target: str | None, save_onnx: Path | None
 ) -> int:
     from climax_deploy.export.tensorrt_build import plan_trtexec
-    from climax_deploy.runtime.tensorrt_backend import TensorRTVersion
 
     recipe = plan_trtexec(model, output, options, TensorRTVersion.parse(target) if target else None, save_onnx)
     for note in recipe.notes:

@@ -2,7 +2,7 @@
 
 Inputs q, k, v [B, H, N, Dh], normalised elevation [B, N] and beta (0-d); output [B, H, N, Dh]:
     softmax(q k^T / sqrt(Dh) + max(-softplus(beta * (e_j - e_i)), ln 1e-6)) @ v
-This is the exact bias form of the seed's mask-and-renormalise attention (see
+This is the exact bias form of the author's code's mask-and-renormalise attention (see
 climax_deploy.model.physics_attention). ONNX Runtime inlines it; TensorRT's parser inlines it too,
 unless a plugin of the same name is registered and the node carries a plugin_namespace.
 """

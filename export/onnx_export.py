@@ -234,12 +234,12 @@ def grid_coordinates(config: ModelConfig, options: ExportOptions) -> tuple[tuple
 
 
 def read_grid(path: str | os.PathLike[str]) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """A grid file -> (lat, lon) cell centres: JSON {"lat": [...], "lon": [...]} here, NetCDF via climax_deploy.forecast."""
+    """A grid file -> (lat, lon) cell centres: JSON {"lat": [...], "lon": [...]} here, NetCDF via climax_deploy.gridded."""
     path = Path(path)
     if not path.is_file():
         raise BadInputError(f"grid file {path} does not exist")
     if path.suffix.lower() != ".json":
-        from climax_deploy.forecast.forecaster import read_grid_file
+        from climax_deploy.gridded.grid_file import read_grid_file
 
         return read_grid_file(path)
     try:
@@ -341,13 +341,13 @@ def export_onnx(
 
 
 def read_stats(path: str | os.PathLike[str]) -> dict[str, tuple[float, float]]:
-    """A stats file -> {variable: (mean, std)}: JSON here, NetCDF through climax_deploy.forecast (xarray)."""
+    """A stats file -> {variable: (mean, std)}: JSON here, NetCDF through climax_deploy.gridded (xarray)."""
     path = Path(path)
     if not path.is_file():
         raise BadInputError(f"stats file {path} does not exist")
     if path.suffix.lower() == ".json":
         return read_json_stats(path)
-    from climax_deploy.forecast.stats import read_stats_file
+    from climax_deploy.gridded.stats import read_stats_file
 
     return read_stats_file(path)
 

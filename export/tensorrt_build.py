@@ -20,7 +20,7 @@ import os
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,15 +34,16 @@ from climax_deploy.export.attention_modes import attention_pass
 from climax_deploy.export.tensorrt_profile import (
     ASSUMED_TENSORRT,
     BuildPlan,
-    EngineOptions,
     Shapes,
     engine_profile,
     input_shapes,
     plan_build,
     trtexec_command,
 )
+from climax_deploy.cuda_driver import gpu_info
 from climax_deploy.manifest import (
     BatchSpec,
+    BuildOptions,
     EngineManifest,
     FileRecord,
     GpuRecord,
@@ -52,13 +53,7 @@ from climax_deploy.manifest import (
 )
 from climax_deploy.optional import TRITON
 from climax_deploy.progress import Progress
-from climax_deploy.runtime.tensorrt_backend import (
-    TensorRTVersion,
-    gpu_info,
-    import_tensorrt,
-    tensorrt_available,
-    tensorrt_version,
-)
+from climax_deploy.tensorrt_version import TensorRTVersion, import_tensorrt, tensorrt_available, tensorrt_version
 
 if TYPE_CHECKING:
     import tensorrt as trt
@@ -87,7 +82,7 @@ def check_paths(onnx_path: Path, engine_path: Path, save_onnx: Path | None = Non
     check_writable(engine_path, save_onnx)
 
 
-def read_source(onnx_path: Path, options: EngineOptions) -> tuple[OnnxManifest, BatchSpec]:
+def read_source(onnx_path: Path, options: BuildOptions) -> tuple[OnnxManifest, BatchSpec]:
     """The export's manifest (its sha256 checked: the one time the ONNX file is hashed) and the engine's
     batch profile, `options.batch` resolved against the export's batch."""
     source = read_onnx_manifest(onnx_path)
@@ -168,7 +163,7 @@ def _parser_flags(attention: str) -> list[Any]:
     return [flag for flag in flags if flag is not None]
 
 
-def _create_config(options: EngineOptions, plan: BuildPlan, shapes: Shapes, show_progress: bool) -> Any:
+def _create_config(options: BuildOptions, plan: BuildPlan, shapes: Shapes, show_progress: bool) -> Any:
     import tensorrt as trt
     from polygraphy.backend.trt import CreateConfig, Profile
 
@@ -176,11 +171,11 @@ def _create_config(options: EngineOptions, plan: BuildPlan, shapes: Shapes, show
     for name, (lo, opt, hi) in shapes.items():
         profile.add(name, min=lo, opt=opt, max=hi)
     pools = {trt.MemoryPoolType.WORKSPACE: options.workspace_bytes} if options.workspace_bytes else None
-    level = getattr(trt.HardwareCompatibilityLevel, HARDWARE_COMPAT_ENUM[options.hardware_compat])
+    level = getattr(trt.HardwareCompatibilityLevel, HARDWARE_COMPAT_ENUM[options.hardware_compatibility])
     kwargs: dict[str, Any] = {
         "profiles": [profile],
         "memory_pool_limits": pools,
-        "load_timing_cache": str(options.timing_cache) if options.timing_cache else None,
+        "load_timing_cache": options.timing_cache,
         "builder_optimization_level": options.opt_level,
         "hardware_compatibility_level": level,
         "version_compatible": options.version_compatible or None,
@@ -195,7 +190,7 @@ def _create_config(options: EngineOptions, plan: BuildPlan, shapes: Shapes, show
 def build_engine(
     onnx_path: str | os.PathLike[str],
     engine_path: str | os.PathLike[str] | None = None,
-    options: EngineOptions | None = None,
+    options: BuildOptions | None = None,
     progress: Progress | None = None,
     save_onnx: str | os.PathLike[str] | None = None,
 ) -> EngineManifest:
@@ -205,11 +200,12 @@ def build_engine(
     against the export's batch, and what this TensorRT can build. `save_onnx` also writes the
     attention-rewritten ONNX the engine is built from.
     """
-    options = options or EngineOptions()
+    options = options or BuildOptions()
     progress = progress or Progress("build-engine", enabled=False)
     onnx_path = Path(onnx_path)
     engine_path = Path(engine_path) if engine_path is not None else default_engine_path(onnx_path)
-    check_paths(onnx_path, engine_path, Path(save_onnx) if save_onnx is not None else None, options.timing_cache)
+    timing_cache = Path(options.timing_cache) if options.timing_cache else None
+    check_paths(onnx_path, engine_path, Path(save_onnx) if save_onnx is not None else None, timing_cache)
     module = import_tensorrt()  # MissingBackendError with the install line, before hashing a large model
     version = tensorrt_version(module)
     source, profile = read_source(onnx_path, options)
@@ -235,7 +231,7 @@ def build_engine(
 def _build_with_polygraphy(
     model: onnx.ModelProto,
     onnx_path: Path,
-    options: EngineOptions,
+    options: BuildOptions,
     plan: BuildPlan,
     shapes: Shapes,
     show_progress: bool,
@@ -256,7 +252,7 @@ def _build_with_polygraphy(
                                            flags=_parser_flags(options.attention))  # fmt: skip
         config = _create_config(options, plan, shapes, show_progress)
         build = EngineBytesFromNetwork(network, config=config,
-                                       save_timing_cache=str(options.timing_cache) if options.timing_cache else None)  # fmt: skip
+                                       save_timing_cache=options.timing_cache)  # fmt: skip
         try:
             engine = build()
         except Exception as exc:  # Polygraphy raises PolygraphyException with TensorRT's errors logged
@@ -282,31 +278,23 @@ def engine_versions(attention: str, version: TensorRTVersion) -> dict[str, str]:
 def engine_manifest(
     source: OnnxManifest,
     profile: BatchSpec,
-    options: EngineOptions,
+    options: BuildOptions,
     plan: BuildPlan,
     version: TensorRTVersion,
     gpu: GpuRecord,
     seconds: float,
 ) -> EngineManifest:
-    """The engine's manifest: the export's model record as is, what runs the engine (TensorRT, GPU) and how it
-    was built. Its file name and sha256 are filled in by write_artifact."""
+    """The engine's manifest: the export's model record as is, what runs the engine (TensorRT, GPU) and the
+    build options with the batch profile and precision resolved. Its file name and sha256 are filled in by write_artifact."""
     return EngineManifest(
-        precision=plan.precision,
-        batch=profile,
+        build=replace(options, batch=profile, precision=plan.precision),
         model=source.model,
         source_onnx=FileRecord(source.file, source.sha256),
         source_precision=source.precision,
         tensorrt_version=str(version),
         gpu=gpu,
-        attention=options.attention,
         build_path=plan.path,
         strongly_typed=plan.strongly_typed,
-        opt_level=options.opt_level,
-        hardware_compatibility=options.hardware_compat,
-        version_compatible=options.version_compatible,
-        exclude_lean_runtime=options.exclude_lean_runtime,
-        workspace_bytes=options.workspace_bytes,
-        timing_cache=str(options.timing_cache) if options.timing_cache else None,
         build_seconds=round(seconds, 1),
         versions=engine_versions(options.attention, version),
         created_utc=datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -327,7 +315,7 @@ class TrtexecPlan:
 def plan_trtexec(
     onnx_path: str | os.PathLike[str],
     engine_path: str | os.PathLike[str] | None = None,
-    options: EngineOptions | None = None,
+    options: BuildOptions | None = None,
     target: TensorRTVersion | None = None,
     save_onnx: str | os.PathLike[str] | None = None,
 ) -> TrtexecPlan:
@@ -337,7 +325,7 @@ def plan_trtexec(
     --attention native or plugin (or with `save_onnx`) the rewritten model is written for trtexec to
     read: `save_onnx`, else MODEL.<attention>.onnx beside the model.
     """
-    options = options or EngineOptions()
+    options = options or BuildOptions()
     onnx_path = Path(onnx_path)
     engine_path = Path(engine_path) if engine_path is not None else default_engine_path(onnx_path)
     check_paths(onnx_path, engine_path, Path(save_onnx) if save_onnx is not None else None)

@@ -1,6 +1,6 @@
 """Engine build settings that need no TensorRT: batch profiles, sizes, build plans, trtexec lines.
 
-Everything here is pure Python so it is unit-tested on machines without TensorRT; the TensorRT
+The options themselves are one record, climax_deploy.manifest.BuildOptions. Everything here is pure Python so it is unit-tested on machines without TensorRT; the TensorRT
 calls live in export/tensorrt_build.py.
 """
 
@@ -12,13 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from climax_deploy.errors import BadInputError, EngineBuildError
-from climax_deploy.manifest import ATTENTION_MODES, HARDWARE_COMPAT_LEVELS, PRECISIONS, BatchSpec
-from climax_deploy.runtime.tensorrt_backend import TensorRTVersion
+from climax_deploy.manifest import BatchSpec, BuildOptions
 from climax_deploy.schema import INPUT_NAME, LEAD_TIMES_NAME
+from climax_deploy.tensorrt_version import TensorRTVersion
 
-PRECISION_CHOICES: tuple[str, ...] = ("auto", *PRECISIONS)
-DEFAULT_OPT_LEVEL = 3
-MAX_OPT_LEVEL = 5
 DEFAULT_DYNAMIC_PROFILE = BatchSpec(1, 1, 4)  # the profile of a dynamic-batch export unless --batch says otherwise
 ASSUMED_TENSORRT = TensorRTVersion(10, 14)  # --print-trtexec without TensorRT installed: the first with IAttention
 _SIZE_UNITS = {"": 1, "b": 1, "k": 1 << 10, "kib": 1 << 10, "m": 1 << 20, "mib": 1 << 20,
@@ -66,33 +63,6 @@ def parse_size(text: str) -> int:
 
 
 @dataclass(frozen=True)
-class EngineOptions:
-    """What `build-engine` was asked for."""
-
-    batch: BatchSpec | None = None  # the optimisation profile; None: see engine_profile
-    workspace_bytes: int | None = None
-    timing_cache: Path | None = None
-    opt_level: int = DEFAULT_OPT_LEVEL
-    version_compatible: bool = False
-    exclude_lean_runtime: bool = False
-    hardware_compat: str = "none"
-    attention: str = "inline"
-    precision: str = "auto"
-
-    def __post_init__(self) -> None:
-        if not 0 <= self.opt_level <= MAX_OPT_LEVEL:
-            raise BadInputError(f"--opt-level must be 0..{MAX_OPT_LEVEL}, got {self.opt_level}")
-        if self.hardware_compat not in HARDWARE_COMPAT_LEVELS:
-            raise BadInputError(f"--hardware-compat must be one of {HARDWARE_COMPAT_LEVELS}, got {self.hardware_compat!r}")
-        if self.attention not in ATTENTION_MODES:
-            raise BadInputError(f"--attention must be one of {', '.join(ATTENTION_MODES)}, got {self.attention!r}")
-        if self.precision not in PRECISION_CHOICES:
-            raise BadInputError(f"--precision must be one of {PRECISION_CHOICES}, got {self.precision!r}")
-        if self.exclude_lean_runtime and not self.version_compatible:
-            raise BadInputError("--exclude-lean-runtime only applies with --version-compatible")
-
-
-@dataclass(frozen=True)
 class BuildPlan:
     """How TensorRT is driven for one build, decided from the graph, the request and the version."""
 
@@ -102,7 +72,7 @@ class BuildPlan:
     path: str  # a one-line description printed to the user and kept in the manifest
 
 
-def plan_build(graph_precision: str, options: EngineOptions, version: TensorRTVersion) -> BuildPlan:
+def plan_build(graph_precision: str, options: BuildOptions, version: TensorRTVersion) -> BuildPlan:
     """Choose strongly typed vs the FP16 builder flag, and refuse what this TensorRT cannot do.
 
     - An fp16 graph (export-onnx --precision fp16) is built strongly typed on 10.x and 11.x: the
@@ -138,7 +108,7 @@ TRTEXEC_HARDWARE_COMPAT = {"none": "none", "ampere+": "ampere+", "same-cc": "sam
 
 
 def trtexec_command(
-    onnx_path: Path, engine_path: Path, options: EngineOptions, plan: BuildPlan, shapes: Shapes
+    onnx_path: Path, engine_path: Path, options: BuildOptions, plan: BuildPlan, shapes: Shapes
 ) -> list[str]:
     """The trtexec invocation equivalent to this build (for machines with only trtexec); `shapes` from input_shapes."""
 
@@ -166,8 +136,8 @@ def trtexec_command(
         cmd.append("--versionCompatible")
     if options.exclude_lean_runtime:
         cmd.append("--excludeLeanRuntime")
-    if options.hardware_compat != "none":
-        cmd.append(f"--hardwareCompatibilityLevel={TRTEXEC_HARDWARE_COMPAT[options.hardware_compat]}")
+    if options.hardware_compatibility != "none":
+        cmd.append(f"--hardwareCompatibilityLevel={TRTEXEC_HARDWARE_COMPAT[options.hardware_compatibility]}")
     return cmd
 
 
@@ -179,7 +149,6 @@ __all__ = [
     "ASSUMED_TENSORRT",
     "BuildPlan",
     "DEFAULT_DYNAMIC_PROFILE",
-    "EngineOptions",
     "Shapes",
     "engine_profile",
     "format_command",

@@ -24,17 +24,9 @@ import numpy as np
 
 import climax_deploy
 from climax_deploy.errors import BadInputError
-from climax_deploy.forecast.files import open_dataset
-from climax_deploy.forecast.grid import (
-    REGRID_METHODS,
-    Grid,
-    check_coordinate,
-    coordinate_tolerance,
-    horizontal_dims,
-    orient,
-    regrid_bilinear,
-)
-from climax_deploy.forecast.units import check_degrees, to_model_units
+from climax_deploy.gridded.grid import REGRID_METHODS, Grid, coordinate_tolerance, horizontal_dims, orient, regrid_bilinear
+from climax_deploy.gridded.grid_file import coordinate_grid, dataset_grid
+from climax_deploy.gridded.units import to_model_units
 from climax_deploy.manifest import Manifest
 from climax_deploy.optional import XARRAY
 from climax_deploy.runner import Runner
@@ -199,7 +191,7 @@ class PhysicalForecaster:
                 "(select one level or time, e.g. ds.isel(time=0))"
             )
         da = da.squeeze(drop=True).transpose(lat_dim, lon_dim)
-        src = _grid_of(da, lat_dim, lon_dim, source)
+        src = coordinate_grid(da, lat_dim, lon_dim, source)
         oriented, rows, cols = orient(src, target)
         values = np.asarray(da.values, dtype=np.float64)[rows][:, cols]
         if not self._check_grid(src, target, source, regrid):
@@ -356,34 +348,6 @@ def _check_finite(fields: dict[str, np.ndarray], labels: dict[str, str], valid: 
             f"{named} have NaN or infinite cells {where}; the model needs finite inputs there: pass --mask VAR "
             "(mask=...) below 0.5 where data is missing, or fill the gaps beforehand"
         )
-
-
-def dataset_grid(ds: xr.Dataset, source: str) -> Grid:
-    """The horizontal grid of a dataset, from its 1-D lat/lon coordinates in degrees."""
-    lat_dim, lon_dim = horizontal_dims(ds.sizes, source)
-    return _grid_of(ds, lat_dim, lon_dim, source)
-
-
-def read_grid_file(path: str | os.PathLike[str]) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """(lat, lon) cell centres from a NetCDF/zarr file's 1-D coordinates in degrees (export-onnx --grid)."""
-    ds = open_dataset(path)
-    try:
-        grid = dataset_grid(ds, str(path))
-    finally:
-        ds.close()
-    return tuple(float(v) for v in grid.lat), tuple(float(v) for v in grid.lon)
-
-
-def _grid_of(obj: Any, lat_dim: str, lon_dim: str, source: str) -> Grid:
-    for dim, axis in ((lat_dim, "lat"), (lon_dim, "lon")):
-        if dim not in obj.coords:
-            raise BadInputError(
-                f"{source}: dim {dim!r} has no coordinate values; give 1-D lat/lon coordinates in degrees"
-            )
-        check_degrees(obj[dim].attrs, dim, axis, source)
-    return Grid(
-        check_coordinate(obj[lat_dim].values, lat_dim, source), check_coordinate(obj[lon_dim].values, lon_dim, source)
-    )
 
 
 def select_time(ds: xr.Dataset, index: int | None, source: str = "analysis") -> xr.Dataset:

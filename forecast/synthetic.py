@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from climax_deploy.cli import EXIT_OK, ArgParser, run_cli
-from climax_deploy.forecast.files import write_dataset
+from climax_deploy.gridded.files import write_dataset
 from climax_deploy.optional import XARRAY
 from climax_deploy.schema import ELEVATION_VARIABLE, VARIABLES
 from climax_deploy.synthetic import coordinates, physical_fields, smooth_field

@@ -5,7 +5,7 @@ head), streams the key/value tiles and keeps an online softmax. The physics mask
     mask[i, j] = max(sigmoid(-beta * (e_j - e_i)), 1e-6)
 enters as its logarithm, a bias formed in registers from the per-token elevations (no N x N tensor):
     log2 mask = max(-(max(x, 0) + log2(1 + 2^-|x|)), log2 1e-6),   x = beta * log2(e) * (e_j - e_i)
-so the kernel computes softmax(s + log mask), the exact bias form of the seed's attention without
+so the kernel computes softmax(s + log mask), the exact bias form of the author's code's attention without
 its +1e-8 (docs/model.md). The running maximum is taken over the biased scores: were it taken over
 raw scores with the mask multiplied in afterwards, a row whose best-scoring keys sit on the 1e-6
 floor would have every weight underflow when P is rounded to fp16/bf16 for the second matmul.

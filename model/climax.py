@@ -23,7 +23,7 @@ class ClimaX(nn.Module):
     """The author's ClimaX, with physics-guided attention in the first block only.
 
     The implementation is chosen per call, never stored at construction time, so one module serves
-    as reference, fast path and export source: `literal` computes the seed's formulas as written;
+    as reference, fast path and export source: `literal` computes the author's formulas as written;
     `fused` uses the bias-form physics attention and folds the patch embedding into the variable
     aggregation (exact algebra, ~0.29 TFLOP less at full size); `onnx` is `fused` with the attention
     of every block and the wind-following scan's token order emitted as climax custom nodes for

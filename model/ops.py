@@ -6,7 +6,7 @@ implementation lets torch.export and the ONNX exporter trace through the op, and
 backward makes it differentiable. Registered when `climax_deploy.model` is imported.
 
 Semantics (docs/model.md): softmax(q k^T / sqrt(D) + max(-softplus(beta (e_j - e_i)), ln 1e-6)) v,
-the exact bias form of the seed's mask-and-renormalise attention.
+the exact bias form of the author's code's mask-and-renormalise attention.
 """
 
 from __future__ import annotations

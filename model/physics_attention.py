@@ -1,4 +1,4 @@
-"""Patch-level physics-guided attention: the seed's literal form beside an exact fused form.
+"""Patch-level physics-guided attention: the literal form of the author's code beside an exact fused form.
 
 Semantics (docs/model.md): for per-patch elevations e normalised to [0, 1] per sample,
     mask[b, i, j] = clamp(sigmoid(-beta * (e[b, j] - e[b, i])), 1e-6, 1)      (i query, j key)
@@ -66,7 +66,7 @@ def elevation_bias(elevation: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
 def literal_elevation_attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, elevation: torch.Tensor, beta: torch.Tensor
 ) -> torch.Tensor:
-    """The seed's formulation, materialising the [B, N, N] mask and [B, H, N, N] attention."""
+    """The author's code's formulation, materialising the [B, N, N] mask and [B, H, N, N] attention."""
     scale = q.shape[-1] ** -0.5
     rise = elevation.unsqueeze(1) - elevation.unsqueeze(2)  # [B, N, N]
     mask = torch.clamp(torch.sigmoid(-beta * rise), MASK_FLOOR, 1.0)

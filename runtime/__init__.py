@@ -50,7 +50,7 @@ def load(path: str | os.PathLike[str], options: Any = None, **overrides: Any) ->
         return OnnxRuntimeRunner(path, _options(OnnxRuntimeOptions, options, overrides, path))
     if suffix == ".engine":
         # TensorRT (or its lean runtime) is imported only here, so ONNX Runtime users never need it.
-        from climax_deploy.runtime.tensorrt_backend import TensorRTOptions, TensorRTRunner
+        from climax_deploy.runtime.tensorrt_runner import TensorRTOptions, TensorRTRunner
 
         return TensorRTRunner(path, _options(TensorRTOptions, options, overrides, path))
     raise BadInputError(f"{path}: unknown model type {suffix!r}; expected a .onnx file or a TensorRT .engine")

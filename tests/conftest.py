@@ -24,7 +24,7 @@ if not _has_cuda():
 
 def _has_tensorrt() -> bool:
     """Real TensorRT, not the tensorrt-stubs package (which also makes `tensorrt` findable)."""
-    from climax_deploy.runtime.tensorrt_backend import tensorrt_available
+    from climax_deploy.tensorrt_version import tensorrt_available
 
     return tensorrt_available()
 

@@ -10,13 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from climax_deploy.validate.bench import main as bench_main
+from climax_deploy.bench.bench import main as bench_main
 
 
 def test_climax_bench_command(small_onnx: Path, tmp_path: Path) -> None:
     """Every CPU backend runs in its own process and reports parity against PyTorch `literal`."""
     out = tmp_path / "bench.json"
-    cmd = [sys.executable, "-m", "climax_deploy.validate.bench", "--model", str(small_onnx), "--runs", "1",
+    cmd = [sys.executable, "-m", "climax_deploy.bench.bench", "--model", str(small_onnx), "--runs", "1",
            "--warmup", "0", "--json", str(out), "--profile"]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
@@ -52,7 +52,7 @@ def test_climax_bench_refuses_bad_plans(argv: list[str], message: str, small_onn
 def test_climax_bench_attention_cpu(tmp_path: Path) -> None:
     """Each CPU variant runs in its own process on a small problem; the table names every variant."""
     out = tmp_path / "attention.json"
-    cmd = [sys.executable, "-m", "climax_deploy.validate.bench_attention", "--device", "cpu", "--seq-len", "64",
+    cmd = [sys.executable, "-m", "climax_deploy.bench.bench_attention", "--device", "cpu", "--seq-len", "64",
            "--heads", "2", "--head-dim", "16", "--repeats", "1", "--json", str(out)]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
@@ -74,7 +74,7 @@ def test_climax_bench_failed_worker_exits_non_zero(small_onnx: Path, tmp_path: P
     shutil.copy(str(small_onnx) + ".manifest.json", str(model) + ".manifest.json")
     with open(model, "ab") as f:
         f.write(b"\0")
-    cmd = [sys.executable, "-m", "climax_deploy.validate.bench", "--model", str(model), "--backends", "onnxruntime",
+    cmd = [sys.executable, "-m", "climax_deploy.bench.bench", "--model", str(model), "--backends", "onnxruntime",
            "--runs", "1", "--warmup", "0"]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 1 and "onnxruntime" in proc.stdout and "worker exited" in proc.stdout, proc
@@ -93,7 +93,7 @@ def test_climax_bench_tensorrt_label_needs_an_engine_file(small_onnx: Path, caps
 def test_profile_leaves_no_files_behind(small_onnx: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import tempfile
 
-    from climax_deploy.validate.bench import profile_onnxruntime
+    from climax_deploy.bench.bench import profile_onnxruntime
 
     scratch = tmp_path / "tmp"
     scratch.mkdir()
@@ -107,7 +107,7 @@ def test_climax_bench_attention_cuda_without_cuda_is_one_line(capsys) -> None:
     import torch
 
     from climax_deploy.cli import run_cli
-    from climax_deploy.validate.bench_attention import main as attention_main
+    from climax_deploy.bench.bench_attention import main as attention_main
 
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
@@ -132,7 +132,7 @@ def _seed_cache(small_onnx: Path, directory: Path, stem: str) -> Path:
 
 
 def test_growth_exponent_fits_power_laws() -> None:
-    from climax_deploy.validate.scaling import growth_exponent
+    from climax_deploy.bench.scaling import growth_exponent
 
     n = [2048, 8192, 32768]
     assert growth_exponent(n, [3e-9 * x**2 for x in n]) == pytest.approx(2.0, abs=1e-12)
@@ -144,7 +144,7 @@ def test_growth_exponent_fits_power_laws() -> None:
 
 def test_patch_grids() -> None:
     from climax_deploy.errors import BadInputError
-    from climax_deploy.validate.scaling import parse_patches, patch_grid
+    from climax_deploy.bench.scaling import parse_patches, patch_grid
 
     assert [patch_grid(n) for n in (2048, 8192, 32768, 131072, 100, 7)] == [
         (32, 64), (64, 128), (128, 256), (256, 512), (5, 20), (1, 7)]  # fmt: skip
@@ -193,7 +193,7 @@ def _known_graph() -> tuple[object, int]:
 
 
 def test_flop_count_is_exact_on_a_known_graph() -> None:
-    from climax_deploy.validate.flops import count_flops
+    from climax_deploy.bench.flops import count_flops
 
     model, expected = _known_graph()
     count = count_flops(model, batch=2)
@@ -210,7 +210,7 @@ def test_flop_count_follows_loops_sized_in_the_graph(stages: int) -> None:
     import onnx
     from onnx import TensorProto, helper
 
-    from climax_deploy.validate.flops import count_flops
+    from climax_deploy.bench.flops import count_flops
 
     i64, f = TensorProto.INT64, TensorProto.FLOAT
     n = helper.make_node
@@ -259,7 +259,7 @@ def test_flop_count_follows_loops_sized_in_the_graph(stages: int) -> None:
 
 def test_flop_count_of_the_small_model(small_onnx: Path) -> None:
     """Every matmul resolves; the count covers the blocks' by-hand FLOPs and grows with the batch."""
-    from climax_deploy.validate.flops import count_flops
+    from climax_deploy.bench.flops import count_flops
 
     one, two = count_flops(small_onnx, 1), count_flops(small_onnx, 2)
     n, d, depth = 512, 128, 2  # the small preset: 16 x 32 patches, width 128, depth 2, MLP ratio 4
@@ -270,7 +270,7 @@ def test_flop_count_of_the_small_model(small_onnx: Path) -> None:
 
 def test_bench_worker_peak_rss_is_its_own(small_onnx: Path) -> None:
     """A worker's peak memory excludes its parent's: getrusage's ru_maxrss (used on 88dea79) survives exec."""
-    from climax_deploy.validate.bench import peak_rss_bytes, run_bench
+    from climax_deploy.bench.bench import peak_rss_bytes, run_bench
 
     ballast = np.ones(800 * 2**20 // 8)  # this process now holds >= 800 MiB more than an ONNX Runtime worker
     parent = peak_rss_bytes()
@@ -285,7 +285,7 @@ def test_export_cache_follows_config_and_seed(small_onnx: Path, tmp_path: Path) 
     import dataclasses
 
     from climax_deploy.model.config import PRESETS
-    from climax_deploy.validate.bench import _export_is_current
+    from climax_deploy.bench.bench import _export_is_current
 
     path = _seed_cache(small_onnx, tmp_path, "small")
     small = PRESETS["small"]
@@ -298,7 +298,7 @@ def test_export_cache_follows_config_and_seed(small_onnx: Path, tmp_path: Path) 
 def test_climax_bench_config_and_batch(small_onnx: Path, tmp_path: Path, monkeypatch, capsys) -> None:
     """--config FILE benchmarks that architecture (here served from the cache) and --batch sets B."""
     from climax_deploy.model.config import PRESETS
-    from climax_deploy.validate.scaling import write_config
+    from climax_deploy.bench.scaling import write_config
 
     monkeypatch.chdir(tmp_path)
     config = write_config(PRESETS["small"], tmp_path / "configs")  # configs/small.json
@@ -332,7 +332,7 @@ def test_climax_bench_scaling(small_onnx: Path, tmp_path: Path, capsys, monkeypa
     """Two tiny grids (one exported here, one the cached small preset), two backends: the table, exponents, JSON."""
     import functools
 
-    from climax_deploy.validate import flops
+    from climax_deploy.bench import flops
 
     monkeypatch.setattr(flops, "measure_matmul_rate", functools.partial(flops.measure_matmul_rate, size=256))
     workdir = tmp_path / "scaling"
@@ -359,7 +359,7 @@ def test_climax_bench_scaling(small_onnx: Path, tmp_path: Path, capsys, monkeypa
 
 
 def test_parameter_counts_match_the_model(small_model) -> None:
-    from climax_deploy.validate.memory_model import parameter_counts
+    from climax_deploy.bench.memory_model import parameter_counts
 
     counts = parameter_counts(small_model.config)
     assert sum(counts.values()) == sum(p.numel() for p in small_model.parameters())
@@ -368,7 +368,7 @@ def test_parameter_counts_match_the_model(small_model) -> None:
 def test_tensorrt_memory_model() -> None:
     """N x N terms per mode, by hand at 8192 patches; the plugin is O(N); fits are ordered by mode."""
     from climax_deploy.model.config import PRESETS
-    from climax_deploy.validate.memory_model import attention_extra, engine_memory, grid_config, largest_fit
+    from climax_deploy.bench.memory_model import attention_extra, engine_memory, grid_config, largest_fit
 
     full = PRESETS["full"]
     n2 = 8192**2
@@ -391,7 +391,7 @@ def test_climax_bench_memory_model_command(capsys) -> None:
 
 
 def test_scaling_runs_pytorch_literal_only_where_it_fits() -> None:
-    from climax_deploy.validate.scaling import narrow_config, parse_patches, plan_backends, series_config
+    from climax_deploy.bench.scaling import narrow_config, parse_patches, plan_backends, series_config
 
     small, large = (series_config(narrow_config(), g) for g in parse_patches("2048,32768"))
     backends = ["torch-literal", "torch-fused", "onnxruntime"]

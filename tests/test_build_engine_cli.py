@@ -3,25 +3,25 @@
 from __future__ import annotations
 
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
+from cli_run import Completed, run_main  # tests/ is on sys.path under pytest
 
+from climax_deploy.export.build_engine_cli import main
 from climax_deploy.export.passes import elevation_functions
 from climax_deploy.manifest import read_onnx_manifest
 from climax_deploy.optional import TENSORRT_HINT
-from climax_deploy.runtime.tensorrt_backend import tensorrt_available
+from climax_deploy.tensorrt_version import tensorrt_available
 
 HAS_TRT = tensorrt_available()
-BUILD_ENGINE = [sys.executable, "-m", "climax_deploy.export.build_engine_cli"]
 
 
-def run(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*BUILD_ENGINE, *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=300)
+def run(*args: str | Path, cwd: Path | None = None) -> Completed:
+    """build-engine ARGS, in-process (main(argv))."""
+    return run_main("build-engine", main, args, cwd)
 
 
 @pytest.fixture

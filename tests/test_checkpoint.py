@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 import pickle
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 import yaml
+from cli_run import Completed, run_main  # tests/ is on sys.path under pytest
 
 from climax_deploy.errors import BadInputError, ModelFileError
 from climax_deploy.model import build_model
 from climax_deploy.schema import VARIABLES
 
-EXPORT_ONNX = Path(sys.executable).parent / "export-onnx"
 
 
 def _author_state(model: torch.nn.Module, per_variable: bool) -> dict[str, torch.Tensor]:
@@ -246,12 +244,14 @@ def test_unreadable_checkpoints_are_one_line(tmp_path: Path, write: Any, message
     assert "\n" not in str(info.value) and "x.ckpt" in str(info.value)
 
 
-def _export_onnx(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(EXPORT_ONNX), "-q", "-o", "m.onnx", *args], check=False, capture_output=True, text=True,
-                          timeout=300, cwd=tmp_path)  # fmt: skip
+def _export_onnx(tmp_path: Path, *args: str) -> Completed:
+    """export-onnx -q -o m.onnx ARGS, in-process (main(argv))."""
+    from climax_deploy.export.cli import main
+
+    return run_main("export-onnx", main, ["-q", "-o", "m.onnx", *args], tmp_path)
 
 
-def _assert_one_line_exit_2(out: subprocess.CompletedProcess[str], *fragments: str) -> None:
+def _assert_one_line_exit_2(out: Completed, *fragments: str) -> None:
     assert out.returncode == 2, out.stderr
     assert "Traceback" not in out.stderr and out.stderr.count("\n") == 1, out.stderr
     for fragment in fragments:

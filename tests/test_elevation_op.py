@@ -1,7 +1,7 @@
 """torch.ops.climax.elevation_attention: the exact blocked CPU path, its registration, and the model.
 
 Tolerances: fp32 vs the float64 bias form atol 2e-5 / rtol 1e-5 (fp32 SDPA over <= 300 keys);
-vs the seed's literal form the same at beta <= 3, where its +1e-8 moves outputs by <= 2e-7 relative.
+vs the author's code's literal form the same at beta <= 3, where its +1e-8 moves outputs by <= 2e-7 relative.
 16-bit inputs are computed in fp32 on CPU, so they are compared with the output rounding only
 (fp16 atol/rtol 2e-3, bf16 1.6e-2: about 4 units of roundoff).
 """
@@ -47,7 +47,7 @@ def test_cpu_op_matches_exact_form(b: int, h: int, n: int, d: int, beta: float, 
 
 
 @pytest.mark.parametrize("beta", [0.0, 3.0])
-def test_cpu_op_matches_literal_seed_form(beta: float) -> None:
+def test_cpu_op_matches_the_authors_literal_form(beta: float) -> None:
     q, k, v, e = inputs(2, 2, 300, 96, kind="mixed", seed=1)
     b = torch.tensor(beta)
     torch.testing.assert_close(op(q, k, v, e, b), literal_elevation_attention(q, k, v, e, b), atol=2e-5, rtol=1e-5)
@@ -118,7 +118,7 @@ def test_torch_export_sees_the_op() -> None:
 
 
 def test_model_fused_mode_uses_op_and_matches_literal() -> None:
-    """Parity of the reference model: fused (the op) vs the seed's literal attention."""
+    """Parity of the reference model: fused (the op) vs the author's code's literal attention."""
     model = build_model("small", seed=0)
     cfg = model.config
     gen = torch.Generator().manual_seed(6)

@@ -5,8 +5,6 @@ from __future__ import annotations
 import os
 import socket
 import stat
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,12 +12,13 @@ import pytest
 
 xr = pytest.importorskip("xarray", reason="the io extra (xarray) is not installed")
 
+from cli_run import Completed, run_main  # tests/ is on sys.path under pytest
+
 from climax_deploy.forecast import PhysicalForecaster, write_dataset
+from climax_deploy.forecast.cli import main as forecast_main
+from climax_deploy.forecast.synthetic import main as synthetic_main
 from climax_deploy.forecast.synthetic import synthetic_datasets
 from climax_deploy.schema import OUTPUTS
-
-BIN = Path(sys.executable).parent
-
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
@@ -30,8 +29,9 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return folder / "analysis.nc", folder / "static.nc"
 
 
-def forecast_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(BIN / "climax-forecast"), *args], capture_output=True, text=True, timeout=300, cwd=cwd)
+def forecast_cli(*args: str, cwd: Path) -> Completed:
+    """climax-forecast ARGS, in-process (main(argv))."""
+    return run_main("climax-forecast", forecast_main, args, cwd)
 
 
 def test_analysis_file_to_forecast_file(small_onnx: Path, files: tuple[Path, Path], tmp_path: Path) -> None:
@@ -125,8 +125,7 @@ def test_a_failed_write_leaves_no_file(tmp_path: Path) -> None:
 
 def test_demo_files_and_time_index(small_onnx: Path, tmp_path: Path) -> None:
     """`python -m climax_deploy.forecast.synthetic` writes files climax-forecast reads; --time-index picks a time."""
-    demo = subprocess.run([sys.executable, "-m", "climax_deploy.forecast.synthetic", "--grid", "32x64", "-o", "demo"],
-                          capture_output=True, text=True, timeout=120, cwd=tmp_path)  # fmt: skip
+    demo = run_main("synthetic", synthetic_main, ["--grid", "32x64", "-o", "demo"], tmp_path)
     assert demo.returncode == 0, demo.stderr
     with xr.open_dataset(tmp_path / "demo" / "analysis.nc") as one:
         two = xr.concat([one, one.assign_coords(time=one["time"] + np.timedelta64(6, "h"))], dim="time")
@@ -234,8 +233,9 @@ def test_load_test_with_nothing_listening_is_one_line(tmp_path: Path) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    out = subprocess.run([str(BIN / "climax-load-test"), "--url", f"127.0.0.1:{port}", "-n", "1", "--duration", "5"],
-                         capture_output=True, text=True, timeout=120, cwd=tmp_path)  # fmt: skip
+    from climax_deploy.serving.load import main as load_test_main
+
+    out = run_main("climax-load-test", load_test_main, ["--url", f"127.0.0.1:{port}", "-n", "1", "--duration", "5"], tmp_path)
     assert out.returncode == 2, out.stderr
     errors = [line for line in out.stderr.splitlines() if not line.startswith("[climax-load-test]")]
     assert len(errors) == 1 and "Traceback" not in out.stderr and f"127.0.0.1:{port}" in errors[0], out.stderr

@@ -381,7 +381,7 @@ def test_manifest_records_the_model_grid(small_onnx: Path, forecaster: PhysicalF
 
 
 def test_longitudes_0_360_are_wrapped_onto_the_model_grid() -> None:
-    from climax_deploy.forecast.grid import orient
+    from climax_deploy.gridded.grid import orient
 
     model = Grid(np.linspace(10.0, -10.0, 5), np.linspace(-20.0, 40.0, 7))
     src = Grid(model.lat[::-1].copy(), np.sort(model.lon % 360.0))  # ascending latitude, 0..360 longitude

@@ -13,9 +13,9 @@ import pytest
 import torch
 
 from climax_deploy.cli import run_cli
-from climax_deploy.validate import gpu_check
-from climax_deploy.validate.checkout_bootstrap import package_dirs
-from climax_deploy.validate.gpu_check import Row, kernel_cases, kernel_row, main, verdict
+from climax_deploy.bench import gpu_check
+from climax_deploy.bench.checkout_bootstrap import package_dirs
+from climax_deploy.bench.gpu_check import Row, kernel_cases, kernel_row, main, verdict
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_SWEEP = ["--seq-lens", "7", "--head-dims", "64", "--dtypes", "float32", "--betas", "3"]
@@ -142,7 +142,7 @@ def test_runs_without_onnx_onnxruntime_or_tensorrt() -> None:
     code = (
         "import sys; sys.modules.update(onnx=None, onnxruntime=None, onnxscript=None, tensorrt=None)\n"
         "from climax_deploy.cli import run_cli\n"
-        "from climax_deploy.validate.gpu_check import main\n"
+        "from climax_deploy.bench.gpu_check import main\n"
         "sys.exit(run_cli('climax-gpu-check', main, ['--out', sys.argv[1]]))\n"
     )
     done = subprocess.run([sys.executable, "-c", code, "build/unused"], capture_output=True, text=True, check=False)

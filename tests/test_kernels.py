@@ -1,7 +1,7 @@
 """The fused Triton kernel, run by Triton's interpreter on CPU tensors (so CI tests the kernel itself).
 
 Reference: the exact bias form in float64, softmax(q k^T / sqrt(D) + max(-softplus(beta (e_j - e_i)),
-ln 1e-6)) v, plus the seed's literal mask-and-renormalise form where its +1e-8 is negligible.
+ln 1e-6)) v, plus the author's code's literal mask-and-renormalise form where its +1e-8 is negligible.
 Tolerances, by q/k/v dtype (outputs are O(1): convex mixes of N(0, 1) values):
   fp32: atol 2e-5, rtol 1e-5 - fp32 accumulation over <= 300 keys, mask from exp2/reciprocal;
   fp16: atol 2e-3, rtol 4e-3 - weights rounded to fp16 (2^-11) before P @ V, output rounding;
@@ -56,8 +56,8 @@ def test_kernel_fp32_matches_exact_form(b: int, h: int, n: int, d: int, beta: fl
 
 
 @pytest.mark.parametrize("beta", [0.0, 3.0])
-def test_kernel_matches_literal_seed_form(beta: float) -> None:
-    """At beta <= 3 the seed's +1e-8 moves outputs by <= 2e-7 relative, far inside fp32 tolerance."""
+def test_kernel_matches_the_authors_literal_form(beta: float) -> None:
+    """At beta <= 3 the author's code's +1e-8 moves outputs by <= 2e-7 relative, far inside fp32 tolerance."""
     q, k, v, e = inputs(2, 2, 129, 96, torch.float32, "mixed", seed=1)
     out = elevation_attention(q, k, v, e, torch.tensor(beta))
     atol, rtol = TOLERANCES[torch.float32]

@@ -13,6 +13,7 @@ from climax_deploy.errors import BadInputError, ModelFileError
 from climax_deploy.manifest import (
     SCHEMA_VERSION,
     BatchSpec,
+    BuildOptions,
     EngineManifest,
     FileRecord,
     GpuRecord,
@@ -58,11 +59,13 @@ def onnx_manifest(**changes: Any) -> OnnxManifest:
 
 def engine_manifest() -> EngineManifest:
     return EngineManifest(
-        precision="fp16", batch=BatchSpec(1, 2, 4), model=model_record(checkpoint=FileRecord("/m.ckpt", "ab" * 32), seed=None),
+        build=BuildOptions(batch=BatchSpec(1, 2, 4), precision="fp16", attention="native", opt_level=3,
+                           hardware_compatibility="ampere+", version_compatible=True, exclude_lean_runtime=False,
+                           workspace_bytes=1 << 30, timing_cache=None),
+        model=model_record(checkpoint=FileRecord("/m.ckpt", "ab" * 32), seed=None),
         source_onnx=FileRecord("m.onnx", "cd" * 32), source_precision="fp16", tensorrt_version="10.13.0",
-        gpu=GpuRecord("NVIDIA H100", "9.0", 80 << 30), attention="native", build_path="strongly typed",
-        strongly_typed=True, opt_level=3, hardware_compatibility="ampere+", version_compatible=True,
-        exclude_lean_runtime=False, workspace_bytes=1 << 30, timing_cache=None, build_seconds=12.5,
+        gpu=GpuRecord("NVIDIA H100", "9.0", 80 << 30), build_path="strongly typed",
+        strongly_typed=True, build_seconds=12.5,
         versions={"tensorrt": "10.13.0"}, created_utc="2026-11-28T00:00:00+00:00",
     )  # fmt: skip
 
@@ -222,3 +225,20 @@ def test_written_manifest_verifies_and_sha_comes_from_the_staged_file(tmp_path: 
     written = write_artifact(artifact, b"abc", onnx_manifest())
     assert written.sha256 == sha256_file(artifact)
     assert read_onnx_manifest(artifact) == written
+
+
+def test_build_options_are_one_record_shared_by_build_engine_and_the_manifest() -> None:
+    """Each BuildOptions field is a build-engine flag (its dest) and an engine-manifest key, read back as is."""
+    from dataclasses import fields
+
+    from climax_deploy.export.build_engine_cli import build_parser
+
+    names = {f.name for f in fields(BuildOptions)}
+    assert names <= {action.dest for action in build_parser()._actions}
+    manifest = engine_manifest()
+    data = to_json(manifest)
+    assert names <= set(data)
+    assert from_json(json.loads(json.dumps(data))).build == manifest.build
+    data["opt_level"] = 9
+    with pytest.raises(ModelFileError, match="opt-level must be 0..5"):
+        from_json(data)

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +25,7 @@ from climax_deploy.model import (
 )
 from climax_deploy.model.layers import VariableAggregation
 
-# Literal and fused differ by the seed's +1e-8 in the renormalisation (<= 1e-8 / sigmoid(-beta)
+# Literal and fused differ by the author's code's +1e-8 in the renormalisation (<= 1e-8 / sigmoid(-beta)
 # relative, 2e-7 at beta = 3) plus fp32 summation order: 2e-6 absolute on unit-scale values.
 FP32_ATOL = 2e-6
 
@@ -243,7 +241,10 @@ def test_invalid_yaml_config_is_one_line(tmp_path: Path) -> None:
 )
 def test_cli_config_mistakes_are_one_line(tmp_path: Path, name: str, text: str, fragment: str) -> None:
     (tmp_path / name).write_text(text)
-    out = subprocess.run([str(Path(sys.executable).parent / "export-onnx"), "--config", name, "-q", "-o", "m.onnx"],
-                         check=False, capture_output=True, text=True, timeout=120, cwd=tmp_path)  # fmt: skip
+    from cli_run import run_main  # tests/ is on sys.path under pytest
+
+    from climax_deploy.export.cli import main
+
+    out = run_main("export-onnx", main, ["--config", name, "-q", "-o", "m.onnx"], tmp_path)
     assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
     assert out.stderr.count("\n") == 1 and fragment in out.stderr, out.stderr

@@ -12,6 +12,7 @@ import tomllib
 import torch
 
 import climax_deploy
+import climax_deploy.bench as bench
 import climax_deploy.export as export
 import climax_deploy.model as model
 import climax_deploy.runtime as runtime
@@ -67,7 +68,13 @@ def test_help(script: str) -> None:
     ],
 )
 def test_user_mistakes_are_one_line_and_exit_2(argv: list[str], message: str, tmp_path: Path) -> None:
-    out = subprocess.run([str(BIN / argv[0]), *argv[1:]], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    from cli_run import run_main  # tests/ is on sys.path under pytest
+
+    from climax_deploy.export.cli import main as export_onnx
+    from climax_deploy.validate.cli import main as check_parity
+
+    main = {"export-onnx": export_onnx, "check-parity": check_parity}[argv[0]]
+    out = run_main(argv[0], main, argv[1:], tmp_path)
     assert out.returncode == 2, out.stderr
     assert message in out.stderr
     assert "Traceback" not in out.stderr and out.stderr.count("\n") == 1, out.stderr

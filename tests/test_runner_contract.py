@@ -25,11 +25,11 @@ def small_engine(small_model: ClimaX, tmp_path_factory: pytest.TempPathFactory) 
     """An fp16 TensorRT engine of the small preset (only where TensorRT and a GPU exist)."""
     from climax_deploy.export import ExportOptions, Provenance, export_onnx
     from climax_deploy.export.tensorrt_build import build_engine
-    from climax_deploy.export.tensorrt_profile import EngineOptions
+    from climax_deploy.manifest import BuildOptions
 
     folder = tmp_path_factory.mktemp("engine")
     export_onnx(small_model, folder / "small16.onnx", ExportOptions(precision="fp16"), Provenance(preset="small", seed=0))
-    build_engine(folder / "small16.onnx", folder / "small16.engine", EngineOptions(batch=BatchSpec(1, 2, 4)))
+    build_engine(folder / "small16.onnx", folder / "small16.engine", BuildOptions(batch=BatchSpec(1, 2, 4)))
     return folder / "small16.engine"
 
 

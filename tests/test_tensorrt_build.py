@@ -15,7 +15,6 @@ from climax_deploy.errors import BadInputError, EngineBuildError, MissingBackend
 from climax_deploy.export.tensorrt_build import build_engine, engine_manifest
 from climax_deploy.export.tensorrt_profile import (
     DEFAULT_DYNAMIC_PROFILE,
-    EngineOptions,
     engine_profile,
     input_shapes,
     parse_size,
@@ -24,6 +23,7 @@ from climax_deploy.export.tensorrt_profile import (
 )
 from climax_deploy.manifest import (
     BatchSpec,
+    BuildOptions,
     EngineManifest,
     GpuRecord,
     read_engine_manifest,
@@ -32,12 +32,8 @@ from climax_deploy.manifest import (
 )
 from climax_deploy.optional import TENSORRT_HINT
 from climax_deploy.runner import ModelSpec
-from climax_deploy.runtime.tensorrt_backend import (
-    TensorRTVersion,
-    check_engine_compatibility,
-    import_tensorrt,
-    tensorrt_available,
-)
+from climax_deploy.runtime.tensorrt_compat import check_engine_compatibility
+from climax_deploy.tensorrt_version import TensorRTVersion, import_tensorrt, tensorrt_available
 
 V10_13, V10_14, V11 = TensorRTVersion(10, 13, 0), TensorRTVersion(10, 14, 1), TensorRTVersion(11, 0, 0)
 HAS_TRT = tensorrt_available()
@@ -80,13 +76,13 @@ def test_parse_size() -> None:
 
 def test_engine_options_validation() -> None:
     with pytest.raises(BadInputError, match="opt-level"):
-        EngineOptions(opt_level=6)
+        BuildOptions(opt_level=6)
     with pytest.raises(BadInputError, match="hardware-compat"):
-        EngineOptions(hardware_compat="hopper+")
+        BuildOptions(hardware_compatibility="hopper+")
     with pytest.raises(BadInputError, match="version-compatible"):
-        EngineOptions(exclude_lean_runtime=True)
+        BuildOptions(exclude_lean_runtime=True)
     with pytest.raises(BadInputError, match="inline, native, plugin"):
-        EngineOptions(attention="flash")
+        BuildOptions(attention="flash")
 
 
 # -- versions and build plans ------------------------------------------------------------------------
@@ -104,32 +100,32 @@ def test_version_parsing_and_feature_gates() -> None:
 
 @pytest.mark.parametrize("version", [V10_13, V11])
 def test_fp16_graph_is_built_strongly_typed_on_10_and_11(version: TensorRTVersion) -> None:
-    plan = plan_build("fp16", EngineOptions(), version)
+    plan = plan_build("fp16", BuildOptions(), version)
     assert plan.precision == "fp16" and plan.strongly_typed and not plan.fp16_flag
     assert "strongly typed" in plan.path and str(version) in plan.path
 
 
 def test_fp32_graph_asked_for_fp16_uses_the_flag_on_10_and_is_refused_on_11() -> None:
-    plan = plan_build("fp32", EngineOptions(precision="fp16"), V10_13)
+    plan = plan_build("fp32", BuildOptions(precision="fp16"), V10_13)
     assert plan.fp16_flag and not plan.strongly_typed and "deprecated" in plan.path
     with pytest.raises(EngineBuildError, match="export-onnx --precision fp16"):
-        plan_build("fp32", EngineOptions(precision="fp16"), V11)
+        plan_build("fp32", BuildOptions(precision="fp16"), V11)
     with pytest.raises(EngineBuildError, match="fp32 export"):
-        plan_build("fp16", EngineOptions(precision="fp32"), V10_13)
-    assert plan_build("fp32", EngineOptions(), V11) == plan_build("fp32", EngineOptions(precision="fp32"), V11)
+        plan_build("fp16", BuildOptions(precision="fp32"), V10_13)
+    assert plan_build("fp32", BuildOptions(), V11) == plan_build("fp32", BuildOptions(precision="fp32"), V11)
 
 
 def test_attention_modes_are_gated_by_version() -> None:
     with pytest.raises(EngineBuildError, match="10.14"):
-        plan_build("fp16", EngineOptions(attention="native"), V10_13)
-    assert plan_build("fp16", EngineOptions(attention="native"), V10_14).strongly_typed
+        plan_build("fp16", BuildOptions(attention="native"), V10_13)
+    assert plan_build("fp16", BuildOptions(attention="native"), V10_14).strongly_typed
     with pytest.raises(EngineBuildError, match="10.9"):
-        plan_build("fp16", EngineOptions(attention="plugin"), TensorRTVersion(10, 8))
+        plan_build("fp16", BuildOptions(attention="plugin"), TensorRTVersion(10, 8))
 
 
 def test_trtexec_command_matches_the_options(tmp_path: Path) -> None:
-    options = EngineOptions(workspace_bytes=4 << 30, timing_cache=tmp_path / "t.cache", opt_level=5,
-                            version_compatible=True, exclude_lean_runtime=True, hardware_compat="ampere+")  # fmt: skip
+    options = BuildOptions(workspace_bytes=4 << 30, timing_cache=str(tmp_path / "t.cache"), opt_level=5,
+                            version_compatible=True, exclude_lean_runtime=True, hardware_compatibility="ampere+")  # fmt: skip
     plan = plan_build("fp16", options, V11)
     shapes = input_shapes(BatchSpec(1, 2, 4), 15, (32, 64))
     cmd = trtexec_command(Path("m.onnx"), Path("m.engine"), options, plan, shapes)
@@ -140,8 +136,8 @@ def test_trtexec_command_matches_the_options(tmp_path: Path) -> None:
     assert {"--stronglyTyped", "--memPoolSize=workspace:4096M", "--builderOptimizationLevel=5", "--versionCompatible",
             "--excludeLeanRuntime", "--hardwareCompatibilityLevel=ampere+"} <= set(cmd)  # fmt: skip
     assert "--fp16" not in cmd
-    flag_plan = plan_build("fp32", EngineOptions(precision="fp16"), V10_13)
-    flagged = trtexec_command(Path("m.onnx"), Path("m.engine"), EngineOptions(), flag_plan, shapes)
+    flag_plan = plan_build("fp32", BuildOptions(precision="fp16"), V10_13)
+    flagged = trtexec_command(Path("m.onnx"), Path("m.engine"), BuildOptions(), flag_plan, shapes)
     assert "--fp16" in flagged and "--stronglyTyped" not in flagged
 
 
@@ -151,7 +147,7 @@ GPU = GpuRecord("NVIDIA H100 80GB HBM3", "9.0", 80 << 30)
 
 
 def _engine_with_manifest(
-    tmp_path: Path, small_onnx: Path, options: EngineOptions, version: TensorRTVersion, profile: BatchSpec | None = None
+    tmp_path: Path, small_onnx: Path, options: BuildOptions, version: TensorRTVersion, profile: BatchSpec | None = None
 ) -> Path:
     """An engine file's manifest round trip; the engine bytes are a placeholder (no TensorRT here)."""
     engine = tmp_path / "small.engine"
@@ -164,15 +160,15 @@ def _engine_with_manifest(
 
 
 def test_engine_manifest_round_trip(tmp_path: Path, small_onnx: Path) -> None:
-    options = EngineOptions(attention="native", hardware_compat="ampere+")
+    options = BuildOptions(attention="native", hardware_compatibility="ampere+")
     engine = _engine_with_manifest(tmp_path, small_onnx, options, V10_14, BatchSpec(1, 2, 4))
     manifest = read_engine_manifest(engine)
     source = read_onnx_manifest(small_onnx)
     assert isinstance(manifest, EngineManifest) and manifest.file == "small.engine"
     assert manifest.sha256 == sha256_file(engine) and manifest.tensorrt_version == "10.14.1"
     assert manifest.gpu == GPU and manifest.batch == BatchSpec(1, 2, 4)
-    assert manifest.precision == "fp16" and manifest.attention == "native" and manifest.build_seconds == 12.3
-    assert manifest.hardware_compatibility == "ampere+" and manifest.opt_level == 3
+    assert manifest.precision == "fp16" and manifest.build.attention == "native" and manifest.build_seconds == 12.3
+    assert manifest.build.hardware_compatibility == "ampere+" and manifest.build.opt_level == 3
     assert (manifest.source_onnx.path, manifest.source_onnx.sha256) == ("small.onnx", source.sha256)
     assert manifest.source_precision == source.precision
     assert manifest.model == source.model  # the export's record (config, standardisation, provenance) as is
@@ -182,7 +178,7 @@ def test_engine_manifest_round_trip(tmp_path: Path, small_onnx: Path) -> None:
 
 
 def test_engine_from_another_tensorrt_or_gpu_is_refused(tmp_path: Path, small_onnx: Path) -> None:
-    manifest = read_engine_manifest(_engine_with_manifest(tmp_path, small_onnx, EngineOptions(), V10_13))
+    manifest = read_engine_manifest(_engine_with_manifest(tmp_path, small_onnx, BuildOptions(), V10_13))
     with pytest.raises(ModelFileError, match=r"built with TensorRT 10\.13\.0 but tensorrt 10\.14\.1 is installed \(build with --version-compatible.*\); rebuild"):
         check_engine_compatibility(manifest, V10_14, GPU)
     with pytest.raises(ModelFileError, match=r"compute capability 9\.0.*8\.9"):
@@ -191,7 +187,7 @@ def test_engine_from_another_tensorrt_or_gpu_is_refused(tmp_path: Path, small_on
 
 
 def test_version_compatible_engines_are_forward_compatible_only(tmp_path: Path, small_onnx: Path) -> None:
-    options = EngineOptions(version_compatible=True, hardware_compat="ampere+")
+    options = BuildOptions(version_compatible=True, hardware_compatibility="ampere+")
     manifest = read_engine_manifest(_engine_with_manifest(tmp_path, small_onnx, options, V10_14))
     check_engine_compatibility(manifest, V11, GpuRecord("NVIDIA L4", "8.9", 24 << 30))
     with pytest.raises(ModelFileError, match="forward only"):
@@ -236,7 +232,7 @@ def test_runtime_imports_without_tensorrt_and_load_needs_it_only_for_engines(tmp
     if not HAS_TRT:
         from climax_deploy.runtime import load
 
-        engine = _engine_with_manifest(tmp_path, small_onnx, EngineOptions(), V10_13)
+        engine = _engine_with_manifest(tmp_path, small_onnx, BuildOptions(), V10_13)
         with pytest.raises(MissingBackendError, match="pip install tensorrt"):
             load(engine)
 
@@ -256,7 +252,7 @@ def test_small_fp16_engine_builds_and_passes_parity(attention: str, tmp_path: Pa
     onnx_path = tmp_path / "small16.onnx"
     assert export_main(["--preset", "small", "--precision", "fp16", "-o", str(onnx_path), "-q"]) == 0
     engine = tmp_path / f"small16.{attention}.engine"
-    build_engine(onnx_path, engine, EngineOptions(batch=BatchSpec(1, 2, 2), attention=attention))
+    build_engine(onnx_path, engine, BuildOptions(batch=BatchSpec(1, 2, 2), attention=attention))
     with load(engine) as forecaster:
         x = np.zeros((2, 15, 32, 64), np.float32)
         assert forecaster.predict(x, np.array([24.0, 48.0], np.float32)).shape == (2, 6, 32, 64)

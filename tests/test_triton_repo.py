@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -12,16 +10,17 @@ import pytest
 text_format = pytest.importorskip("google.protobuf.text_format")
 model_config_pb2 = pytest.importorskip("tritonclient.grpc.model_config_pb2", reason="tritonclient[grpc] not installed")
 
+from cli_run import Completed, run_main  # tests/ is on sys.path under pytest
+
 from climax_deploy.artifacts import sha256_file
 from climax_deploy.errors import BadInputError, ModelFileError
 from climax_deploy.export.tensorrt_build import engine_manifest
-from climax_deploy.export.tensorrt_profile import EngineOptions, plan_build
+from climax_deploy.export.tensorrt_profile import plan_build
 from climax_deploy.export.triton_repo import TritonRepoOptions, write_triton_repo
-from climax_deploy.manifest import BatchSpec, GpuRecord, read_onnx_manifest, write_manifest
-from climax_deploy.runtime.tensorrt_backend import TensorRTVersion
+from climax_deploy.manifest import BatchSpec, BuildOptions, GpuRecord, read_onnx_manifest, write_manifest
 from climax_deploy.serving.load import check_loopback
+from climax_deploy.tensorrt_version import TensorRTVersion
 
-BIN = Path(sys.executable).parent
 DT = model_config_pb2.DataType
 
 
@@ -34,7 +33,7 @@ def fake_engine(tmp_path: Path, small_onnx: Path) -> Path:
     """A stand-in plan file with an engine manifest (TensorRT cannot run here; only the repo layout is tested)."""
     engine = tmp_path / "small.engine"
     engine.write_bytes(b"not a real plan")
-    version, options = TensorRTVersion(10, 14), EngineOptions(attention="plugin")
+    version, options = TensorRTVersion(10, 14), BuildOptions(attention="plugin")
     plan = plan_build("fp32", options, version)
     gpu = GpuRecord("NVIDIA L4", "8.9", 24 << 30)
     source = read_onnx_manifest(small_onnx)
@@ -111,17 +110,22 @@ def test_artifacts_of_the_wrong_kind_or_options_out_of_range_are_refused(
             TritonRepoOptions(**bad)  # type: ignore[arg-type]
 
 
+def triton_repo_cli(*args: object, cwd: Path) -> Completed:
+    """export-triton-repo ARGS, in-process (main(argv))."""
+    from climax_deploy.export.triton_cli import main
+
+    return run_main("export-triton-repo", main, args, cwd)
+
+
 def test_cli(small_onnx: Path, tmp_path: Path) -> None:
-    out = subprocess.run([str(BIN / "export-triton-repo"), "--onnx", str(small_onnx), "-o", "repo", "--max-batch", "4",
-                          "--preferred-batch-sizes", "2,4"], capture_output=True, text=True, timeout=120, cwd=tmp_path)  # fmt: skip
+    out = triton_repo_cli("--onnx", small_onnx, "-o", "repo", "--max-batch", "4", "--preferred-batch-sizes", "2,4", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert list(parse(tmp_path / "repo" / "climax_onnx" / "config.pbtxt").dynamic_batching.preferred_batch_size) == [
         2,
         4,
     ]
     for argv, message in ((["-o", "r"], "give --onnx"), (["--onnx", "missing.onnx", "-o", "r"], "no manifest")):
-        bad = subprocess.run([str(BIN / "export-triton-repo"), *argv], capture_output=True, text=True, timeout=120,
-                             cwd=tmp_path)  # fmt: skip
+        bad = triton_repo_cli(*argv, cwd=tmp_path)
         assert bad.returncode == 2 and message in bad.stderr and bad.stderr.count("\n") == 1, bad.stderr
 
 
@@ -134,15 +138,13 @@ def test_load_test_is_loopback_only() -> None:
 
 
 def test_cli_refuses_inputs_inside_the_folders_it_replaces_and_unwritable_output(small_onnx: Path, tmp_path: Path) -> None:
-    cli = str(BIN / "export-triton-repo")
-    ok = subprocess.run([cli, "--onnx", str(small_onnx), "-o", "repo"], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    ok = triton_repo_cli("--onnx", small_onnx, "-o", "repo", cwd=tmp_path)
     assert ok.returncode == 0, ok.stderr
     inside = tmp_path / "repo" / "climax_onnx" / "1" / "model.onnx"
     before = inside.read_bytes()
-    bad = subprocess.run([cli, "--onnx", str(inside), "-o", "repo"], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    bad = triton_repo_cli("--onnx", inside, "-o", "repo", cwd=tmp_path)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "would replace the input" in bad.stderr, bad.stderr
     assert inside.read_bytes() == before
     (tmp_path / "blocker").write_text("a file, not a folder")  # root ignores permissions; this fails for root too
-    bad = subprocess.run([cli, "--onnx", str(small_onnx), "-o", "blocker/repo"], capture_output=True, text=True,
-                         timeout=120, cwd=tmp_path)  # fmt: skip
+    bad = triton_repo_cli("--onnx", small_onnx, "-o", "blocker/repo", cwd=tmp_path)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "cannot write" in bad.stderr, bad.stderr

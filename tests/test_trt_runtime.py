@@ -26,16 +26,13 @@ from climax_deploy.export.tensorrt_build import (
     engine_versions,
     parser_flag_names,
 )
-from climax_deploy.export.tensorrt_profile import EngineOptions, plan_build
-from climax_deploy.manifest import EngineManifest, GpuRecord, read_onnx_manifest
-from climax_deploy.runtime.tensorrt_backend import (
-    PerThread,
-    TensorRTOptions,
-    TensorRTVersion,
-    check_engine_compatibility,
-    runtime_candidates,
-    select_runtime,
-)
+from climax_deploy.export.tensorrt_profile import plan_build
+from climax_deploy.manifest import BatchSpec, BuildOptions, EngineManifest, GpuRecord, read_onnx_manifest
+from climax_deploy.runner import ModelSpec, Runner
+from climax_deploy.runtime.tensorrt_compat import check_engine_compatibility, runtime_candidates, select_runtime
+from climax_deploy.runtime.tensorrt_contexts import InFlight, PerThread
+from climax_deploy.runtime.tensorrt_runner import TensorRTOptions, TensorRTRunner
+from climax_deploy.tensorrt_version import TensorRTVersion
 
 GPU = GpuRecord("NVIDIA H100 80GB HBM3", "9.0", 80 << 30)
 V = TensorRTVersion.parse
@@ -44,12 +41,13 @@ V = TensorRTVersion.parse
 @pytest.fixture(scope="module")
 def base_manifest(small_onnx: Path) -> EngineManifest:
     source = read_onnx_manifest(small_onnx)
-    options = EngineOptions()
+    options = BuildOptions()
     return engine_manifest(source, source.batch, options, plan_build("fp32", options, V("10.14.1")), V("10.14.1"), GPU, 1.0)
 
 
 def _engine(base: EngineManifest, built: str, version_compatible: bool = False, exclude_lean: bool = False) -> EngineManifest:
-    return replace(base, tensorrt_version=built, version_compatible=version_compatible, exclude_lean_runtime=exclude_lean)
+    build = replace(base.build, version_compatible=version_compatible, exclude_lean_runtime=exclude_lean)
+    return replace(base, tensorrt_version=built, build=build)
 
 
 # -- which runtime runs a plan ---------------------------------------------------------------------
@@ -145,6 +143,130 @@ def test_per_thread_resources_are_freed_when_their_thread_ends() -> None:
     assert states.get() == mine
     states.close()
     assert sorted(freed) == [0, 1, 2, 3, 4, mine] and len(states) == 0
+
+
+class _FakeDtype:
+    name = "FLOAT"
+
+
+class _FakeContext:
+    """An execution context whose execute_async_v3 blocks until the test releases it."""
+
+    def __init__(self, log: list[str], entered: threading.Event, release: threading.Event) -> None:
+        self.log, self.entered, self.release = log, entered, release
+        self.shapes: dict[str, tuple[int, ...]] = {}
+
+    def set_input_shape(self, name: str, shape: tuple[int, ...]) -> bool:
+        self.shapes[name] = shape
+        return True
+
+    def set_tensor_address(self, name: str, address: int) -> None:
+        pass
+
+    def get_tensor_shape(self, name: str) -> tuple[int, ...]:
+        b, _, h, w = self.shapes["x"]
+        return (b, 7, h, w)
+
+    def execute_async_v3(self, stream: int) -> bool:
+        self.entered.set()
+        assert self.release.wait(10)
+        self.log.append("executed")
+        return True
+
+
+class _FakeEngine:
+    def __init__(self, context: _FakeContext) -> None:
+        self.context = context
+
+    def create_execution_context(self) -> _FakeContext:
+        return self.context
+
+    def get_tensor_dtype(self, name: str) -> _FakeDtype:
+        return _FakeDtype()
+
+
+class _FakeCuda:
+    """Stands in for Polygraphy's CUDA wrapper: device arrays are host arrays, streams do nothing."""
+
+    def __init__(self, log: list[str]) -> None:
+        self.log = log
+        outer = self
+
+        class Stream:
+            ptr = 0
+
+            def synchronize(self) -> None:
+                pass
+
+            def free(self) -> None:
+                outer.log.append("freed")
+
+        class DeviceArray:
+            ptr = 0
+
+            def __init__(self, shape: tuple[int, ...], dtype: np.dtype) -> None:
+                self.shape, self.data = shape, np.zeros(shape, dtype)
+
+            def resize(self, shape: tuple[int, ...]) -> None:
+                self.shape, self.data = shape, np.zeros(shape, self.data.dtype)
+
+            def copy_from(self, host: np.ndarray, stream: object) -> None:
+                pass
+
+            def copy_to(self, host: np.ndarray, stream: object) -> None:
+                host[...] = 1.0
+
+            def free(self) -> None:
+                pass
+
+        self.Stream, self.DeviceArray = Stream, DeviceArray
+
+    def wrapper(self) -> object:
+        class Handle:
+            @staticmethod
+            def cudaSetDevice(index: object) -> int:
+                return 0
+
+        class Wrapper:
+            handle = Handle()
+
+        return Wrapper()
+
+
+def test_close_waits_for_a_predict_in_flight_then_refuses_new_ones() -> None:
+    """Runner promises thread safety: close() on one thread must not free the context a predict is using."""
+    log: list[str] = []
+    entered, release = threading.Event(), threading.Event()
+    runner = TensorRTRunner.__new__(TensorRTRunner)  # the threading logic only: no TensorRT, no GPU
+    Runner.__init__(runner, ModelSpec(tuple("abc"), tuple("0123456"), (2, 4), BatchSpec(1, 1, 2)))
+    runner.path, runner.options = Path("fake.engine"), TensorRTOptions()
+    runner._open(_FakeEngine(_FakeContext(log, entered, release)), _FakeCuda(log))
+
+    results: list[np.ndarray] = []
+    predict = threading.Thread(target=lambda: results.append(runner.predict(np.zeros((1, 3, 2, 4), np.float32), [6.0])))
+    predict.start()
+    assert entered.wait(10)  # the predict is inside execute_async_v3
+    closer = threading.Thread(target=runner.close)
+    closer.start()
+    closer.join(0.3)
+    assert closer.is_alive() and log == []  # close() waits: nothing freed under the running predict
+    release.set()
+    predict.join(10)
+    closer.join(10)
+    assert not closer.is_alive() and log == ["executed", "freed"]
+    assert results[0].shape == (1, 7, 2, 4) and float(results[0].min()) == 1.0
+    with pytest.raises(BadInputError, match="closed"):
+        runner.predict(np.zeros((1, 3, 2, 4), np.float32), [6.0])
+
+
+def test_in_flight_refuses_calls_once_closing_has_begun() -> None:
+    gate = InFlight("test runner")
+    with gate.enter():
+        assert gate.running == 1
+    gate.close()
+    with pytest.raises(BadInputError, match="test runner was closed"):
+        with gate.enter():
+            pass
 
 
 # -- building -------------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from package_tree import ROOT, assemble_package  # tests/ is on sys.path under pytest
+from package_tree import ROOT, assemble_package, module_file  # tests/ is on sys.path under pytest
 
 CHECKED = [
     "export/fp16.py",
@@ -27,10 +27,14 @@ CHECKED = [
     "export/tensorrt_profile.py",
     "export/tensorrt_build.py",
     "export/build_engine_cli.py",
-    "runtime/tensorrt_backend.py",
+    "runtime/tensorrt_runner.py",
+    "runtime/tensorrt_contexts.py",
+    "runtime/tensorrt_compat.py",
+    "climax_deploy/tensorrt_version.py",
+    "climax_deploy/cuda_driver.py",
     "kernels/trt_plugin.py",  # tensorrt.plugin is absent from the 10.13 stubs: typed as Any there
     "validate/polygraphy_io.py",
-    "validate/gpu_check.py",  # climax-gpu-check (was scripts/gpu_check.py)
+    "bench/gpu_check.py",  # climax-gpu-check
 ]
 STUB_PACKAGES = ("tensorrt", "tensorrt_bindings")
 
@@ -76,7 +80,7 @@ def test_tensorrt_modules_typecheck_against_the_stubs(tmp_path: Path) -> None:
     pytest.importorskip("mypy")
     root = typecheck_root(tmp_path / "root")
     env = {**os.environ, "MYPYPATH": str(root)}
-    files = [str(root / "climax_deploy" / path) for path in CHECKED]
+    files = [str(module_file(root, path)) for path in CHECKED]
     result = subprocess.run(
         [sys.executable, "-m", "mypy", "--config-file", str(ROOT / "pyproject.toml"), "--no-incremental",
          "--follow-imports=silent",  # report our TensorRT-facing files; read the rest only for types

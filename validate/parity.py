@@ -37,7 +37,7 @@ from climax_deploy.validate.terrain import resolve_terrain
 if TYPE_CHECKING:  # torch and the backends are imported only when a parity run needs them
     from climax_deploy.model.climax import ClimaX
     from climax_deploy.runtime.onnxruntime_backend import OnnxRuntimeOptions
-    from climax_deploy.runtime.tensorrt_backend import TensorRTOptions
+    from climax_deploy.runtime.tensorrt_runner import TensorRTOptions
 
 # Typed runtime options, or a mapping of their fields (as `runtime.load` takes keyword overrides).
 LoadOptions = Union["OnnxRuntimeOptions", "TensorRTOptions", Mapping[str, Any], None]
@@ -171,7 +171,7 @@ def load_artifact(model_path: str | Path, options: LoadOptions = None) -> Runner
     if isinstance(options, Mapping):
         overrides, options = dict(options), None
     if path.suffix == ".engine":
-        from climax_deploy.runtime.tensorrt_backend import TensorRTOptions
+        from climax_deploy.runtime.tensorrt_runner import TensorRTOptions
 
         engine_options = options if isinstance(options, TensorRTOptions) else None
         if (engine_options is None or engine_options.register_plugins is None) and "register_plugins" not in overrides:

@@ -5,7 +5,7 @@ patch counts, plus the full preset on its own grid; each backend in its own proc
 peak RSS is its own), median of `--runs`. Per backend, the growth exponents of time and memory are the
 least-squares slopes of log(value) over log(patches). Memory for the exponent is the run's own: the
 process's peak RSS less its RSS after importing the backend, before loading the model. Each model's
-FLOP floor is its matmul FLOPs (counted from the ONNX graph, `validate/flops.py`) over this machine's
+FLOP floor is its matmul FLOPs (counted from the ONNX graph, `bench/flops.py`) over this machine's
 fp32 matmul rate, measured in the same run. The machine's load is recorded before and after.
 """
 
@@ -159,8 +159,8 @@ def run_scaling(
 ) -> dict[str, Any]:
     """Export (or reuse) each model, time every backend on it in its own process, and fit the exponents."""
     from climax_deploy.model.config import PRESETS
-    from climax_deploy.validate.bench import _machine, ensure_model, run_bench
-    from climax_deploy.validate.flops import count_flops, measure_matmul_rate
+    from climax_deploy.bench.bench import _machine, ensure_model, run_bench
+    from climax_deploy.bench.flops import count_flops, measure_matmul_rate
 
     base = base or narrow_config()
     models = [("series", series_config(base, g)) for g in grids]

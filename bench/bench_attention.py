@@ -1,4 +1,4 @@
-"""Benchmark the physics attention: fused kernel / blocked CPU op vs SDPA and the seed's literal form.
+"""Benchmark the physics attention: fused kernel / blocked CPU op vs SDPA and the author's code's literal form.
 
     climax-bench-attention --device cpu            # CPU op vs literal, N = 8192, 8 x 96, fp32
     climax-bench-attention --device cuda           # Triton kernel vs SDPA flash / SDPA+bias / literal fp32
@@ -32,11 +32,11 @@ VARIANTS = {
     "cuda": ("flash_nobias", "sdpa_bias", "literal_fp32", "kernel"),
 }
 LABELS = {
-    "literal": "seed literal (mask + renorm)",
+    "literal": "author's literal (mask + renorm)",
     "sdpa_bias": "SDPA + materialised bias",
     "op": "torch.ops.climax (blocked)",
     "flash_nobias": "SDPA flash, no bias",
-    "literal_fp32": "seed literal, fp32",
+    "literal_fp32": "author's literal, fp32",
     "kernel": "fused Triton kernel",
 }
 
@@ -128,7 +128,7 @@ def _child(variant: str, device: str, batch: int, heads: int, seq_len: int, head
            repeats: int) -> dict[str, Any]:  # fmt: skip
     """run_variant in a fresh process, so its peak memory is its own."""
     cmd = [
-        sys.executable, "-m", "climax_deploy.validate.bench_attention", "--_child", variant,
+        sys.executable, "-m", "climax_deploy.bench.bench_attention", "--_child", variant,
         "--device", device, "--batch", str(batch), "--heads", str(heads),
         "--seq-len", str(seq_len), "--head-dim", str(head_dim), "--dtype", dtype,
         "--repeats", str(repeats),

@@ -1,4 +1,4 @@
-"""Make `climax_deploy` importable from a plain checkout, without pip install (for `python validate/gpu_check.py`).
+"""Make `climax_deploy` importable from a plain checkout, without pip install (for `python bench/gpu_check.py`).
 
 pyproject.toml maps each top-level folder to a subpackage (`package-dir`: model/ is climax_deploy.model,
 ...), so a checkout on sys.path alone does not import as climax_deploy.*. This builds that layout out

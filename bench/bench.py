@@ -1,7 +1,7 @@
 """`climax-bench`: whole-model latency, peak memory and parity per backend, side by side.
 
 Each backend runs in its own process (so its peak RSS is its own) on the same seeded mountain samples:
-PyTorch `literal` (the seed's formulas, also the parity reference), PyTorch `fused`, ONNX Runtime on
+PyTorch `literal` (the author's code's formulas, also the parity reference), PyTorch `fused`, ONNX Runtime on
 the exported model, and TensorRT where an engine is given. Latency is the median of `--runs` after
 `--warmup` runs; ratios are against PyTorch `fused`.
 
@@ -9,8 +9,8 @@ the exported model, and TensorRT where an engine is given. Latency is the median
     climax-bench --preset small --runs 5 --json bench.json
     climax-bench --config grid.json --batch 4     # any architecture and grid, B = 4
     climax-bench --profile                        # also ONNX Runtime's top operators by time
-    climax-bench --scaling --patches 2048,8192,32768   # time and memory over grids: validate/scaling.py
-    climax-bench --memory-model                   # TensorRT engines' memory from shapes: validate/memory_model.py
+    climax-bench --scaling --patches 2048,8192,32768   # time and memory over grids: bench/scaling.py
+    climax-bench --memory-model                   # TensorRT engines' memory from shapes: bench/memory_model.py
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ import numpy as np
 
 from climax_deploy.cli import EXIT_FAILED, EXIT_OK, ArgParser, run_cli
 from climax_deploy.errors import BadInputError
-from climax_deploy.validate.scaling import DEFAULT_PATCHES
+from climax_deploy.bench.scaling import DEFAULT_PATCHES
 
 if TYPE_CHECKING:
     from climax_deploy.manifest import Manifest
@@ -282,7 +282,7 @@ def run_bench(
     with tempfile.TemporaryDirectory() as tmp:
         for backend in backends:
             out = Path(tmp) / f"{backend}.npy"
-            cmd = [sys.executable, "-m", "climax_deploy.validate.bench", "--worker", backend, "--model",
+            cmd = [sys.executable, "-m", "climax_deploy.bench.bench", "--worker", backend, "--model",
                    str(model_path), "--output", str(out), "--runs", str(runs), "--warmup", str(warmup),
                    "--seed", str(seed), "--batch", str(batch)]  # fmt: skip
             if threads:
@@ -391,7 +391,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_OK
     if args.memory_model:
         from climax_deploy.model.config import resolve_config
-        from climax_deploy.validate.memory_model import format_memory_table, memory_table
+        from climax_deploy.bench.memory_model import format_memory_table, memory_table
 
         table = memory_table(resolve_config(args.config or args.preset or "full"), batch=args.batch)
         print(format_memory_table(table))
@@ -428,7 +428,7 @@ def _write_json(path: Path | None, report: dict[str, Any] | None, inputs: dict[s
 
 def _scaling(args: argparse.Namespace) -> int:
     """climax-bench --scaling: the series over --patches (and the full preset), as a table and JSON."""
-    from climax_deploy.validate.scaling import format_scaling, parse_patches, run_scaling
+    from climax_deploy.bench.scaling import format_scaling, parse_patches, run_scaling
 
     if args.model is not None or args.engine is not None or args.preset not in (None, "full"):
         raise BadInputError("--scaling exports its own models: give the architecture with --config, not "

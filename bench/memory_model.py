@@ -116,7 +116,7 @@ def engine_memory(config: ModelConfig, mode: str, batch: int = 1) -> EngineMemor
 
 def grid_config(config: ModelConfig, patches: int) -> ModelConfig:
     """`config` on a grid of `patches` patches, rows x cols = r x 2r (the full preset's 1:2 aspect)."""
-    from climax_deploy.validate.scaling import patch_grid
+    from climax_deploy.bench.scaling import patch_grid
 
     rows, cols = patch_grid(patches)
     p = config.patch_size
@@ -153,7 +153,7 @@ def memory_table(config: ModelConfig | None = None, patches: tuple[int, ...] = P
 
 def format_memory_table(table: dict[str, Any]) -> str:
     """The memory model as a Markdown table (GiB), then the largest grid per mode."""
-    from climax_deploy.validate.scaling import patch_grid
+    from climax_deploy.bench.scaling import patch_grid
 
     cfg = table["config"]
     lines = [f"TensorRT fp16 engine memory, computed from shapes (not measured): width {cfg['embed_dim']}, "

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from climax_deploy.errors import BadInputError
-from climax_deploy.forecast.files import NETCDF_SUFFIXES
+from climax_deploy.gridded.files import NETCDF_SUFFIXES
 from climax_deploy.optional import NETCDF4, XARRAY
 from climax_deploy.standardisation import check_stats, read_json_stats
 

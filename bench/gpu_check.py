@@ -2,7 +2,7 @@
 
     climax-gpu-check                         # everything there is: kernel sweep, reference, bench, TensorRT
     climax-gpu-check --skip bench tensorrt   # the numerics only
-    python validate/gpu_check.py             # the same from a plain checkout, no pip install (docs/gpu_check.md)
+    python bench/gpu_check.py             # the same from a plain checkout, no pip install (docs/gpu_check.md)
 
 Rows, each pass / FAIL / error / skip:
 - kernel: the fused Triton kernel against the float64 bias-form reference, over N in {1, 7, 65, 129,
@@ -32,7 +32,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-if __name__ == "__main__" and __package__ in (None, ""):  # `python validate/gpu_check.py` from a checkout
+if __name__ == "__main__" and __package__ in (None, ""):  # `python bench/gpu_check.py` from a checkout
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from checkout_bootstrap import bootstrap_checkout  # type: ignore[import-not-found]
 
@@ -213,7 +213,7 @@ def reference_row(precision: str, device: str, preset: str = "small", terrains: 
 
 def bench_row(**kwargs: Any) -> Row:
     """climax-bench-attention --device cuda (in-process; its variants run in child processes)."""
-    from climax_deploy.validate.bench_attention import format_report, run_benchmark
+    from climax_deploy.bench.bench_attention import format_report, run_benchmark
 
     report = run_benchmark("cuda", **kwargs)
     print(format_report(report), flush=True)
@@ -239,8 +239,7 @@ def tensorrt_rows(presets: Sequence[str], modes: Sequence[str], out: Path, runs:
 
     from climax_deploy.export import ExportOptions, export_model
     from climax_deploy.export.tensorrt_build import build_engine
-    from climax_deploy.export.tensorrt_profile import EngineOptions
-    from climax_deploy.manifest import BatchSpec
+    from climax_deploy.manifest import BatchSpec, BuildOptions
     from climax_deploy.synthetic import synthetic_sample
     from climax_deploy.validate.parity import load_artifact, run_parity
     from climax_deploy.validate.terrain import make_terrain
@@ -260,7 +259,7 @@ def tensorrt_rows(presets: Sequence[str], modes: Sequence[str], out: Path, runs:
 
             def check(mode: str = mode, onnx_path: Path = onnx_path, preset: str = preset) -> Row:
                 engine = onnx_path.with_name(f"{onnx_path.stem}.{mode}.engine")
-                options = EngineOptions(batch=BatchSpec(1, 1, 2), attention=mode, timing_cache=out / "timing.cache")
+                options = BuildOptions(batch=BatchSpec(1, 1, 2), attention=mode, timing_cache=str(out / "timing.cache"))
                 manifest = build_engine(onnx_path, engine, options)
                 report = run_parity(engine, ("mountain", "flat"))
                 worst = max(r.metrics.rel_l2 / r.bound for r in report.rows)
