@@ -1,4 +1,5 @@
-"""Shared by the parity sensitivity tests: physics mutations, benign DEMs and a trace cache for exports.
+"""Shared by the parity sensitivity tests: physics and scan mutations, benign DEMs, and caches for
+exports (torch.onnx traces) and for check-parity's PyTorch reference runs.
 
 A mutation is a bug in the physics that an export can carry while staying self-consistent: the
 mutated model is exported as a whole, so the artifact computes the mutated model exactly (checked
@@ -8,17 +9,24 @@ against the mutated PyTorch model), and only a comparison with the true model ca
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import types
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
 import torch
 import torch.nn.functional as F
 
+from climax_deploy.artifacts import sha256_file
 from climax_deploy.model import ClimaX, build_model, normalise_elevations, patch_elevations
+from climax_deploy.model.config import PRESETS
 from climax_deploy.model.physics_attention import elevation_attention
+from climax_deploy.model.wind_scan import ScanTable, WindScan, build_table, local_coordinates
 from climax_deploy.schema import MASK_FLOOR
 
 BETA_NAME = "blocks.0.attn.elevation_barrier_strength"
@@ -69,24 +77,102 @@ def _drop_renormalisation(model: ClimaX) -> None:
     attn.forward = forward  # type: ignore[method-assign]
 
 
-MUTATIONS: dict[str, Callable[[ClimaX], None]] = {
-    "beta negated": lambda m: _set_beta(m, -1.0),
-    "beta zeroed": lambda m: _set_beta(m, 0.0),
-    "beta halved": lambda m: _set_beta(m, 0.5),
-    "mask transposed": lambda m: _elevations(m, _transposed_mask),
-    "elevation from another channel": lambda m: _elevations(m, _other_channel),
-    "patches column-major": lambda m: _elevations(m, _column_major),
-    "renormalisation dropped": _drop_renormalisation,
+# The scan's mutations. Each keeps config.wind_scan (the truth check-parity rebuilds from the manifest
+# scans) and changes what the model, and so its export, computes.
+def _drop_scan(model: ClimaX) -> None:
+    model.wind_scan = None  # tokens stay row-major; the export has no WindScanOrder node
+
+
+class _ReversedScan(WindScan):
+    """Every region's order reversed: in the exact path and in the table the export embeds."""
+
+    def region_orders(self, angles: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(super().region_orders(angles)[..., ::-1])
+
+    def table(self) -> ScanTable:
+        return build_table(self.coordinates(), reverse=True)
+
+
+class _RegionNormScan(WindScan):
+    """The projection over the region's own sizes, not the whole grid's (table and exact path alike)."""
+
+    def coordinates(self) -> tuple[tuple[float, float], ...]:
+        return tuple(local_coordinates(self.grid, norm=self.region_shape))
+
+
+def _rescan(cls: type[WindScan]) -> Callable[[ClimaX], None]:
+    def apply(model: ClimaX) -> None:
+        assert model.wind_scan is not None
+        model.wind_scan = cls(model.wind_scan.grid, model.wind_scan.wind_channels)
+
+    return apply
+
+
+def _swap_winds(model: ClimaX) -> None:
+    assert model.wind_scan is not None
+    model.wind_scan = WindScan(model.wind_scan.grid, (1, 0))  # u read as v and v as u
+
+
+# The models mutations run on: presets, and one test config. On a square patch grid with square
+# regions (small-wind: 64 x 64 patches, 2 x 2 per region) the projection over the region's sizes
+# scales both axes alike and gives the whole grid's orders at every float32 angle but for float64
+# rounding (0 of 20000 random angles differ), so that mutation runs where the two normalisations differ
+# as on the author's grid (128 x 256 patches, 4 x 8 per region): small-wind widened to 64 x 96 patches
+# (2 x 3 per region; 17 % of angles give another order), and made narrower and shallower (width 32,
+# 2 heads, one block) so that its 6144 patches cost less than small-wind's 4096.
+CONFIGS: dict[str, Any] = {
+    "small": "small",
+    "small-wind": "small-wind",
+    "small-wind-wide": {**PRESETS["small-wind"].to_dict(), "img_size": [128, 192], "embed_dim": 32, "depth": 1,
+                        "num_heads": 2, "name": "small-wind-wide"},
 }
-# Mutations that change only beta reuse the unmutated trace with beta replaced (beta is one named
-# initializer feeding the ElevationAttention node, so this is the graph a fresh trace writes).
-BETA_ONLY = {"beta negated", "beta zeroed", "beta halved"}
 
 
-def mutated_model(name: str, preset: str = "small", seed: int = 0) -> ClimaX:
-    model = build_model(preset, seed=seed)
-    MUTATIONS[name](model)
+@dataclass(frozen=True)
+class Mutation:
+    """A bug applied to a freshly built model of CONFIGS[model] (seed 0)."""
+
+    apply: Callable[[ClimaX], None]
+    model: str = "small"  # a key of CONFIGS
+    trace: str | None = None  # the TraceCache tag of an unmutated model whose trace it shares, or its own
+
+
+MUTATIONS: dict[str, Mutation] = {
+    # Beta is one named initializer feeding the ElevationAttention node: these reuse the unmutated
+    # trace with beta replaced (the graph a fresh trace writes).
+    "beta negated": Mutation(lambda m: _set_beta(m, -1.0), trace="small"),
+    "beta zeroed": Mutation(lambda m: _set_beta(m, 0.0), trace="small"),
+    "beta halved": Mutation(lambda m: _set_beta(m, 0.5), trace="small"),
+    "mask transposed": Mutation(lambda m: _elevations(m, _transposed_mask)),
+    "elevation from another channel": Mutation(lambda m: _elevations(m, _other_channel)),
+    "patches column-major": Mutation(lambda m: _elevations(m, _column_major)),
+    "renormalisation dropped": Mutation(_drop_renormalisation),
+    "scan dropped": Mutation(_drop_scan, "small-wind"),
+    # The traced graph holds one WindScanOrder node on x[:, 0], x[:, 1]; its function body (the table)
+    # is attached after tracing, so these two share the unmutated small-wind trace.
+    "scan order reversed": Mutation(_rescan(_ReversedScan), "small-wind", trace="small-wind"),
+    "u and v swapped": Mutation(_swap_winds, "small-wind"),
+    "projection over the region's own sizes": Mutation(_rescan(_RegionNormScan), "small-wind-wide"),
+}
+SCAN_MUTATIONS = {name for name, m in MUTATIONS.items() if m.model != "small"}
+
+
+def build(config: str, seed: int = 0) -> ClimaX:
+    """The unmutated model of a CONFIGS key."""
+    return build_model(CONFIGS[config], seed=seed).eval()
+
+
+def mutated_model(name: str, seed: int = 0) -> ClimaX:
+    model = build(MUTATIONS[name].model, seed)
+    MUTATIONS[name].apply(model)
     return model.eval()
+
+
+def provenance(config: str, seed: int = 0) -> object:
+    """The Provenance check-parity rebuilds the truth from (the manifest also records the config)."""
+    from climax_deploy.export import Provenance
+
+    return Provenance(preset=config if config in PRESETS else None, seed=seed)
 
 
 def benign_dems(grid: tuple[int, int], seed: int = 0) -> dict[str, np.ndarray]:
@@ -157,9 +243,61 @@ TRACES = TraceCache()  # one per test session, shared by the test modules that e
 def export_small(
     path: Path, precision: str, tag: str, model: ClimaX, provenance: object
 ) -> Path:
-    """export_onnx of `model` (small preset) through the shared trace cache."""
+    """export_onnx of `model` through the shared trace cache (tag: which models share a trace)."""
     from climax_deploy.export import ExportOptions, export_onnx
 
     with TRACES.active(tag):
         export_onnx(model, path, ExportOptions(precision=precision), provenance)  # type: ignore[arg-type]
     return path
+
+
+def _digest(*parts: object) -> str:
+    h = hashlib.sha256()
+    for part in parts:
+        if isinstance(part, np.ndarray):
+            h.update(repr((part.shape, part.dtype.str)).encode() + part.tobytes())
+        else:
+            h.update(repr(part).encode())
+    return h.hexdigest()
+
+
+class ReferenceCache:
+    """Reuses check-parity's PyTorch reference runs (float64 truth, PyTorch in the artifact's precision)
+    across parity runs whose truth is the same model (the manifest's config, seed and checkpoint) on
+    the same inputs: every mutation of one model, fp32 and fp16 of one artifact. A run computes what
+    `reference_outputs` computes; only a repeated one is looked up. `with REFERENCES.active(): ...`."""
+
+    def __init__(self) -> None:
+        self._runs: dict[tuple[str, str], dict[str, np.ndarray]] = {}
+
+    @contextlib.contextmanager
+    def active(self) -> Iterator[None]:
+        import climax_deploy.validate.parity as parity
+        from climax_deploy.validate.reference import run_reference
+
+        real = parity.reference_outputs
+
+        def cached(
+            manifest: Any, cases: Mapping[str, np.ndarray], lead: np.ndarray, precision: str, checkpoint: Any = None
+        ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+            record = manifest.model
+            override = checkpoint and sha256_file(checkpoint)
+            weights = (record.seed, record.checkpoint and record.checkpoint.sha256, override)
+            inputs = [(label, np.ascontiguousarray(x, dtype=np.float32)) for label, x in cases.items()]
+            key = _digest(json.dumps(record.config, sort_keys=True, default=str), weights, np.asarray(lead),
+                          *(part for item in inputs for part in item))  # fmt: skip
+            missing = [p for p in (precision, "fp64") if (key, p) not in self._runs]
+            if missing:
+                model = parity.reference_from_manifest(manifest, checkpoint)
+                for p in missing:
+                    self._runs[key, p] = run_reference(model, cases, lead, p)
+            return self._runs[key, "fp64"], self._runs[key, precision]
+
+        parity.reference_outputs = cached  # type: ignore[assignment]
+        try:
+            yield
+        finally:
+            parity.reference_outputs = real
+
+
+REFERENCES = ReferenceCache()  # one per test session
