@@ -1,0 +1,174 @@
+"""Pictures: matplotlib figures (the `plot` extra) drawn off-screen and written atomically as PNG.
+
+    fig = new_figure(width_in, height_in)              # a Figure on the Agg canvas; pyplot is never used
+    ax = fig.add_subplot(...); ...
+    layout = save_png(fig, "out.png", {"pm25/difference": Drawn(ax, vmin, vmax)})
+
+`save_png` returns where each named panel lies in the PNG (pixel boxes) and its colour scale, so a
+caller or a test can check a picture without reading matplotlib's state. No network, no map data:
+the maps are plain lat/lon axes.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from climax_deploy.artifacts import write_bytes_atomic
+from climax_deploy.errors import BadInputError
+from climax_deploy.optional import MATPLOTLIB
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+DPI = 90
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+MASKED_COLOUR = "0.75"  # grey: cells without a value (outside a validity mask)
+
+
+@dataclass(frozen=True)
+class Drawn:
+    """A panel as drawn: its axes and, for a map, the limits of its colour scale."""
+
+    axes: Axes
+    vmin: float | None = None
+    vmax: float | None = None
+
+
+@dataclass(frozen=True)
+class Panel:
+    """Where a panel's plotting area lies in the PNG, and its colour scale (None for a chart)."""
+
+    name: str
+    box: tuple[int, int, int, int]  # left, top, right, bottom in pixels, origin top left
+    vmin: float | None = None
+    vmax: float | None = None
+
+    @property
+    def value_range(self) -> float:
+        """vmax - vmin of the colour scale (0 for a chart)."""
+        return 0.0 if self.vmin is None or self.vmax is None else self.vmax - self.vmin
+
+
+@dataclass(frozen=True)
+class FigureLayout:
+    """A written PNG: its path, size (width, height in pixels) and named panels."""
+
+    path: Path
+    size: tuple[int, int]
+    panels: tuple[Panel, ...]
+
+    def panel(self, name: str) -> Panel:
+        found = [p for p in self.panels if p.name == name]
+        if not found:
+            raise KeyError(f"no panel {name!r}; panels: {', '.join(p.name for p in self.panels)}")
+        return found[0]
+
+
+def check_png_path(path: str | Path, option: str) -> Path:
+    """A picture's output path must end in .png (the one format written)."""
+    path = Path(path)
+    if path.suffix.lower() != ".png":
+        raise BadInputError(f"{option} writes a PNG: expected a FILE.png, got {path}")
+    return path
+
+
+def require_matplotlib() -> None:
+    """MissingBackendError with the install hint when matplotlib is absent (before any long work)."""
+    MATPLOTLIB.load()
+
+
+def new_figure(width_in: float, height_in: float) -> Figure:
+    """A figure on the Agg canvas with constrained layout; no pyplot state, safe to make many."""
+    MATPLOTLIB.load()
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width_in, height_in), dpi=DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def save_png(fig: Figure, path: str | Path, panels: Mapping[str, Drawn]) -> FigureLayout:
+    """Render `fig`, write it atomically as PNG at `path`, and say where each panel lies in it."""
+    path = Path(path)
+    fig.canvas.draw()  # runs the layout: the boxes below are those of the saved image
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=DPI, metadata={"Software": None})
+    data = buffer.getvalue()
+    width, height = (int(round(v)) for v in fig.canvas.get_width_height())
+    boxes = []
+    for name, drawn in panels.items():
+        b = drawn.axes.bbox  # display pixels, origin bottom left
+        boxes.append(Panel(name, (int(math.ceil(b.x0)), int(math.ceil(height - b.y1)), int(b.x1), int(height - b.y0)),
+                           drawn.vmin, drawn.vmax))  # fmt: skip
+    write_bytes_atomic(path, data)
+    return FigureLayout(path, (width, height), tuple(boxes))
+
+
+def lon_stretch(lat: Sequence[float]) -> float:
+    """Axes aspect of a lat/lon map: a degree of longitude is cos(latitude) of a degree of latitude."""
+    return 1.0 / max(math.cos(math.radians(float(np.mean(lat)))), 0.1)
+
+
+def map_shape(lat: Sequence[float], lon: Sequence[float]) -> float:
+    """Height / width of a map of these cell centres, as drawn by map_panel."""
+    lat_span, lon_span = float(np.ptp(lat)) or 1.0, float(np.ptp(lon)) or 1.0
+    return lon_stretch(lat) * lat_span / lon_span
+
+
+def map_panel(
+    fig: Figure,
+    ax: Axes,
+    field: np.ndarray,
+    lat: Sequence[float],
+    lon: Sequence[float],
+    *,
+    cmap: str,
+    label: str,
+    vmin: float | None = None,
+    vmax: float | None = None,
+    symmetric: bool = False,
+) -> Drawn:
+    """One field [H, W] on lat/lon axes (cell centres, any row order) with a labelled colour bar.
+
+    NaN cells are masked and shown grey. symmetric: a colour scale centred on zero (|field|'s max
+    unless vmax is given), for signed fields such as differences.
+    """
+    values = np.ma.masked_invalid(np.asarray(field, dtype=np.float64))
+    finite = values.compressed()
+    if symmetric:
+        top = vmax if vmax is not None else (float(np.abs(finite).max()) if finite.size else 0.0)
+        top = top if top > 0 else 1e-30  # an all-zero field: a flat scale around zero
+        vmin, vmax = -top, top
+    else:
+        lo = vmin if vmin is not None else (float(finite.min()) if finite.size else 0.0)
+        hi = vmax if vmax is not None else (float(finite.max()) if finite.size else 1.0)
+        vmin, vmax = lo, (hi if hi > lo else lo + max(abs(lo), 1.0) * 1e-9)
+    import matplotlib as mpl
+
+    colours = mpl.colormaps[cmap].with_extremes(bad=MASKED_COLOUR)
+    mesh = ax.pcolormesh(np.asarray(lon), np.asarray(lat), values, cmap=colours, vmin=vmin, vmax=vmax,
+                         shading="nearest", rasterized=True)  # fmt: skip
+    ax.set_aspect(lon_stretch(lat))
+    bar = fig.colorbar(mesh, ax=ax, shrink=0.9, pad=0.01)
+    bar.set_label(label, fontsize=7)
+    bar.ax.tick_params(labelsize=6)
+    bar.formatter.set_powerlimits((-2, 3))  # type: ignore[attr-defined]
+    bar.ax.yaxis.get_offset_text().set_fontsize(6)
+    ax.tick_params(labelsize=6)
+    return Drawn(ax, vmin, vmax)
+
+
+def style_axes(ax: Axes, **labels: Any) -> None:
+    """Small fonts for dense grids of panels; labels as set_xlabel/set_ylabel/set_title keywords."""
+    ax.tick_params(labelsize=6)
+    for key, text in labels.items():
+        getattr(ax, f"set_{key}")(text, fontsize=7)
