@@ -1,7 +1,7 @@
 """Pictures: matplotlib figures (the `plot` extra) drawn off-screen and written atomically as PNG.
 
     fig = new_figure(width_in, height_in)              # a Figure on the Agg canvas; pyplot is never used
-    ax = fig.add_subplot(...); ...
+    ax = fig.add_subplot(...); ...                     # (or grid_figure: maps on a fixed grid, fast to lay out)
     layout = save_png(fig, "out.png", {"pm25/difference": Drawn(ax, vmin, vmax)})
 
 `save_png` returns where each named panel lies in the PNG (pixel boxes) and its colour scale, so a
@@ -85,23 +85,61 @@ def require_matplotlib() -> None:
     MATPLOTLIB.load()
 
 
-def new_figure(width_in: float, height_in: float) -> Figure:
-    """A figure on the Agg canvas with constrained layout; no pyplot state, safe to make many."""
+def new_figure(width_in: float, height_in: float, constrained: bool = True) -> Figure:
+    """A figure on the Agg canvas (constrained layout unless told); no pyplot state, safe to make many."""
     MATPLOTLIB.load()
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(width_in, height_in), dpi=DPI, layout="constrained")
+    fig = Figure(figsize=(width_in, height_in), dpi=DPI, layout="constrained" if constrained else None)
     FigureCanvasAgg(fig)
     return fig
+
+
+@dataclass(frozen=True)
+class MapGrid:
+    """A figure of rows x cols map panels, each with a colour bar to its right, placed in fixed inches."""
+
+    figure: Figure
+    axes: list[list[Axes]]  # [row][col]
+    colour_bars: list[list[Axes]]  # [row][col]
+
+
+# Fixed margins (inches) of a MapGrid: room for tick labels, colour-bar labels and panel titles.
+LEFT_IN, RIGHT_IN, TOP_IN, BOTTOM_IN = 0.75, 0.15, 0.6, 0.5
+BAR_GAP_IN, BAR_IN, AFTER_BAR_IN, ROW_GAP_IN = 0.06, 0.1, 0.95, 0.5
+
+
+def grid_figure(rows: int, cols: int, panel_width_in: float, shape: float, title: str) -> MapGrid:
+    """rows x cols map panels of the given width and height/width `shape` (map_shape) under `title`, laid
+    out by hand: constrained layout over dozens of axes costs seconds, a fixed grid nothing."""
+    panel_h = panel_width_in * shape
+    step_x = panel_width_in + BAR_GAP_IN + BAR_IN + AFTER_BAR_IN
+    step_y = panel_h + ROW_GAP_IN
+    width = LEFT_IN + cols * step_x - AFTER_BAR_IN + RIGHT_IN + 0.45  # the last colour bar's labels
+    height = TOP_IN + rows * step_y - ROW_GAP_IN + BOTTOM_IN
+    fig = new_figure(width, height, constrained=False)
+    fig.suptitle(title, y=1.0 - 0.08 / height, va="top", fontsize=9)
+    axes: list[list[Axes]] = []
+    bars: list[list[Axes]] = []
+    for r in range(rows):
+        bottom = height - TOP_IN - r * step_y - panel_h
+        row_axes, row_bars = [], []
+        for c in range(cols):
+            left = LEFT_IN + c * step_x
+            row_axes.append(fig.add_axes((left / width, bottom / height, panel_width_in / width, panel_h / height)))
+            bar_left = left + panel_width_in + BAR_GAP_IN
+            row_bars.append(fig.add_axes((bar_left / width, bottom / height, BAR_IN / width, panel_h / height)))
+        axes.append(row_axes)
+        bars.append(row_bars)
+    return MapGrid(fig, axes, bars)
 
 
 def save_png(fig: Figure, path: str | Path, panels: Mapping[str, Drawn]) -> FigureLayout:
     """Render `fig`, write it atomically as PNG at `path`, and say where each panel lies in it."""
     path = Path(path)
-    fig.canvas.draw()  # runs the layout: the boxes below are those of the saved image
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=DPI, metadata={"Software": None})
+    fig.savefig(buffer, format="png", dpi=DPI, metadata={"Software": None})  # draws: the boxes below are final
     data = buffer.getvalue()
     width, height = (int(round(v)) for v in fig.canvas.get_width_height())
     boxes = []
@@ -127,6 +165,7 @@ def map_shape(lat: Sequence[float], lon: Sequence[float]) -> float:
 def map_panel(
     fig: Figure,
     ax: Axes,
+    bar_axes: Axes,
     field: np.ndarray,
     lat: Sequence[float],
     lon: Sequence[float],
@@ -137,7 +176,7 @@ def map_panel(
     vmax: float | None = None,
     symmetric: bool = False,
 ) -> Drawn:
-    """One field [H, W] on lat/lon axes (cell centres, any row order) with a labelled colour bar.
+    """One field [H, W] on lat/lon axes (cell centres, any row order), its labelled colour bar in `bar_axes`.
 
     NaN cells are masked and shown grey. symmetric: a colour scale centred on zero (|field|'s max
     unless vmax is given), for signed fields such as differences.
@@ -157,8 +196,7 @@ def map_panel(
     colours = mpl.colormaps[cmap].with_extremes(bad=MASKED_COLOUR)
     mesh = ax.pcolormesh(np.asarray(lon), np.asarray(lat), values, cmap=colours, vmin=vmin, vmax=vmax,
                          shading="nearest", rasterized=True)  # fmt: skip
-    ax.set_aspect(lon_stretch(lat))
-    bar = fig.colorbar(mesh, ax=ax, shrink=0.9, pad=0.01)
+    bar = fig.colorbar(mesh, cax=bar_axes)
     bar.set_label(label, fontsize=7)
     bar.ax.tick_params(labelsize=6)
     bar.formatter.set_powerlimits((-2, 3))  # type: ignore[attr-defined]

@@ -17,14 +17,23 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from climax_deploy.figures import Drawn, FigureLayout, map_shape, map_panel, new_figure, save_png, style_axes
+from climax_deploy.figures import (
+    Drawn,
+    FigureLayout,
+    grid_figure,
+    map_panel,
+    map_shape,
+    new_figure,
+    save_png,
+    style_axes,
+)
 from climax_deploy.validate.parity import ParityFields, ParityReport
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
 COLUMNS = ("truth", "backend", "difference", "elevation")  # the panel names' suffixes: "<variable>/<column>"
-PANEL_IN = 3.2  # width of one map panel with its colour bar, inches
+PANEL_IN = 2.4  # width of one map panel, inches
 
 
 def backend_label(report: ParityReport) -> str:
@@ -35,34 +44,32 @@ def backend_label(report: ParityReport) -> str:
 def terrain_figure(report: ParityReport, fields: ParityFields, terrain: str, path: Path) -> FigureLayout:
     """The terrain maps of one terrain (not the flat baseline) as a PNG at `path`."""
     truth, backend = fields.signal(terrain)  # [O, H, W] each
-    rows = len(fields.variables)
-    fig = new_figure(PANEL_IN * len(COLUMNS), rows * (0.5 + 0.7 * PANEL_IN * map_shape(fields.lat, fields.lon)) + 0.4)
-    fig.suptitle(f"terrain signal y({terrain}) - y(flat): float64 PyTorch truth vs {backend_label(report)}",
-                 fontsize=9)  # fmt: skip
-    axes = fig.subplots(rows, len(COLUMNS), squeeze=False, sharex=True, sharey=True)
+    title = f"terrain signal y({terrain}) - y(flat): float64 PyTorch truth vs {backend_label(report)}"
+    grid = grid_figure(len(fields.variables), len(COLUMNS), PANEL_IN, map_shape(fields.lat, fields.lon), title)
+    fig, axes, bars = grid.figure, grid.axes, grid.colour_bars
     lat, lon = fields.lat, fields.lon
     drawn: dict[str, Drawn] = {}
     for v, name in enumerate(fields.variables):
         top = float(max(np.abs(truth[v]).max(), np.abs(backend[v]).max()))
         diff = backend[v] - truth[v]
         size = float(np.abs(diff).max())
-        share = f", {100 * size / top:.2g}% of the signal" if top > 0 else ""
+        share = f" ({100 * size / top:.2g}%)" if top > 0 else ""
         panels = {
-            "truth": map_panel(fig, axes[v, 0], truth[v], lat, lon, cmap="RdBu_r", symmetric=True, vmax=top,
+            "truth": map_panel(fig, axes[v][0], bars[v][0], truth[v], lat, lon, cmap="RdBu_r", symmetric=True, vmax=top,
                                label=f"\u0394{name} (standardised)"),
-            "backend": map_panel(fig, axes[v, 1], backend[v], lat, lon, cmap="RdBu_r", symmetric=True, vmax=top,
+            "backend": map_panel(fig, axes[v][1], bars[v][1], backend[v], lat, lon, cmap="RdBu_r", symmetric=True, vmax=top,
                                  label=f"\u0394{name} (standardised)"),
-            "difference": map_panel(fig, axes[v, 2], diff, lat, lon, cmap="PuOr_r", symmetric=True,
+            "difference": map_panel(fig, axes[v][2], bars[v][2], diff, lat, lon, cmap="PuOr_r", symmetric=True,
                                     label="backend \u2212 truth"),
-            "elevation": map_panel(fig, axes[v, 3], fields.elevation[terrain], lat, lon, cmap="terrain",
+            "elevation": map_panel(fig, axes[v][3], bars[v][3], fields.elevation[terrain], lat, lon, cmap="terrain",
                                    label="elevation (m)"),
         }  # fmt: skip
-        titles = {"truth": "truth", "backend": backend_label(report), "difference": f"max |diff| {size:.2g}{share}",
+        titles = {"truth": "truth", "backend": backend_label(report), "difference": f"|diff| <= {size:.2g}{share}",
                   "elevation": f"{terrain} elevation"}  # fmt: skip
         for column, panel in panels.items():
             style_axes(panel.axes, title=f"{name}: {titles[column]}")
             drawn[f"{name}/{column}"] = panel
-        axes[v, 0].set_ylabel("latitude (deg N)", fontsize=7)
+        axes[v][0].set_ylabel("latitude (deg N)", fontsize=7)
     for ax in axes[-1]:
         ax.set_xlabel("longitude (deg E)", fontsize=7)
     return save_png(fig, path, drawn)
