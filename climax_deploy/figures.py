@@ -35,11 +35,12 @@ MASKED_COLOUR = "0.75"  # grey: cells without a value (outside a validity mask)
 
 @dataclass(frozen=True)
 class Drawn:
-    """A panel as drawn: its axes and, for a map, the limits of its colour scale."""
+    """A panel as drawn: its axes and, for a map, the limits and label of its colour scale."""
 
     axes: Axes
     vmin: float | None = None
     vmax: float | None = None
+    label: str | None = None
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,7 @@ class Panel:
     box: tuple[int, int, int, int]  # left, top, right, bottom in pixels, origin top left
     vmin: float | None = None
     vmax: float | None = None
+    label: str | None = None  # the colour bar's label, units included
 
     @property
     def value_range(self) -> float:
@@ -98,36 +100,46 @@ def new_figure(width_in: float, height_in: float, constrained: bool = True) -> F
 
 @dataclass(frozen=True)
 class MapGrid:
-    """A figure of rows x cols map panels, each with a colour bar to its right, placed in fixed inches."""
+    """A figure of rows x cols map panels, placed in fixed inches, each with a colour bar to its right
+    (or, with one bar per row, the last column only: None elsewhere)."""
 
     figure: Figure
     axes: list[list[Axes]]  # [row][col]
-    colour_bars: list[list[Axes]]  # [row][col]
+    colour_bars: list[list[Axes | None]]  # [row][col]
 
 
 # Fixed margins (inches) of a MapGrid: room for tick labels, colour-bar labels and panel titles.
 LEFT_IN, RIGHT_IN, TOP_IN, BOTTOM_IN = 0.75, 0.15, 0.6, 0.5
-BAR_GAP_IN, BAR_IN, AFTER_BAR_IN, ROW_GAP_IN = 0.06, 0.1, 0.95, 0.5
+BAR_GAP_IN, BAR_IN, AFTER_BAR_IN, COL_GAP_IN, ROW_GAP_IN = 0.06, 0.1, 0.95, 0.45, 0.5
 
 
-def grid_figure(rows: int, cols: int, panel_width_in: float, shape: float, title: str) -> MapGrid:
+def grid_figure(
+    rows: int, cols: int, panel_width_in: float, shape: float, title: str, bar_per_row: bool = False
+) -> MapGrid:
     """rows x cols map panels of the given width and height/width `shape` (map_shape) under `title`, laid
-    out by hand: constrained layout over dozens of axes costs seconds, a fixed grid nothing."""
+    out by hand: constrained layout over dozens of axes costs seconds, a fixed grid nothing.
+    bar_per_row: one colour bar per row, right of its last panel (the row shares one colour scale)."""
     panel_h = panel_width_in * shape
-    step_x = panel_width_in + BAR_GAP_IN + BAR_IN + AFTER_BAR_IN
+    with_bar = panel_width_in + BAR_GAP_IN + BAR_IN + AFTER_BAR_IN
+    step_x = panel_width_in + COL_GAP_IN if bar_per_row else with_bar
     step_y = panel_h + ROW_GAP_IN
-    width = LEFT_IN + cols * step_x - AFTER_BAR_IN + RIGHT_IN + 0.45  # the last colour bar's labels
-    height = TOP_IN + rows * step_y - ROW_GAP_IN + BOTTOM_IN
+    width = LEFT_IN + (cols - 1) * step_x + with_bar - AFTER_BAR_IN + RIGHT_IN + 0.45  # + the last bar's labels
+    height = TOP_IN + rows * step_y - ROW_GAP_IN + BOTTOM_IN + 0.15 * title.count("\n")
+    top = TOP_IN + 0.15 * title.count("\n")
     fig = new_figure(width, height, constrained=False)
     fig.suptitle(title, y=1.0 - 0.08 / height, va="top", fontsize=9)
     axes: list[list[Axes]] = []
-    bars: list[list[Axes]] = []
+    bars: list[list[Axes | None]] = []
     for r in range(rows):
-        bottom = height - TOP_IN - r * step_y - panel_h
-        row_axes, row_bars = [], []
+        bottom = height - top - r * step_y - panel_h
+        row_axes: list[Axes] = []
+        row_bars: list[Axes | None] = []
         for c in range(cols):
             left = LEFT_IN + c * step_x
             row_axes.append(fig.add_axes((left / width, bottom / height, panel_width_in / width, panel_h / height)))
+            if bar_per_row and c < cols - 1:
+                row_bars.append(None)
+                continue
             bar_left = left + panel_width_in + BAR_GAP_IN
             row_bars.append(fig.add_axes((bar_left / width, bottom / height, BAR_IN / width, panel_h / height)))
         axes.append(row_axes)
@@ -146,7 +158,7 @@ def save_png(fig: Figure, path: str | Path, panels: Mapping[str, Drawn]) -> Figu
     for name, drawn in panels.items():
         b = drawn.axes.bbox  # display pixels, origin bottom left
         boxes.append(Panel(name, (int(math.ceil(b.x0)), int(math.ceil(height - b.y1)), int(b.x1), int(height - b.y0)),
-                           drawn.vmin, drawn.vmax))  # fmt: skip
+                           drawn.vmin, drawn.vmax, drawn.label))  # fmt: skip
     write_bytes_atomic(path, data)
     return FigureLayout(path, (width, height), tuple(boxes))
 
@@ -165,7 +177,7 @@ def map_shape(lat: Sequence[float], lon: Sequence[float]) -> float:
 def map_panel(
     fig: Figure,
     ax: Axes,
-    bar_axes: Axes,
+    bar_axes: Axes | None,
     field: np.ndarray,
     lat: Sequence[float],
     lon: Sequence[float],
@@ -176,7 +188,8 @@ def map_panel(
     vmax: float | None = None,
     symmetric: bool = False,
 ) -> Drawn:
-    """One field [H, W] on lat/lon axes (cell centres, any row order), its labelled colour bar in `bar_axes`.
+    """One field [H, W] on lat/lon axes (cell centres, any row order), its labelled colour bar in `bar_axes`
+    (None: no bar, as where a row of panels shares one).
 
     NaN cells are masked and shown grey. symmetric: a colour scale centred on zero (|field|'s max
     unless vmax is given), for signed fields such as differences.
@@ -196,13 +209,14 @@ def map_panel(
     colours = mpl.colormaps[cmap].with_extremes(bad=MASKED_COLOUR)
     mesh = ax.pcolormesh(np.asarray(lon), np.asarray(lat), values, cmap=colours, vmin=vmin, vmax=vmax,
                          shading="nearest", rasterized=True)  # fmt: skip
-    bar = fig.colorbar(mesh, cax=bar_axes)
-    bar.set_label(label, fontsize=7)
-    bar.ax.tick_params(labelsize=6)
-    bar.formatter.set_powerlimits((-2, 3))  # type: ignore[attr-defined]
-    bar.ax.yaxis.get_offset_text().set_fontsize(6)
     ax.tick_params(labelsize=6)
-    return Drawn(ax, vmin, vmax)
+    if bar_axes is not None:
+        bar = fig.colorbar(mesh, cax=bar_axes)
+        bar.set_label(label, fontsize=7)
+        bar.ax.tick_params(labelsize=6)
+        bar.formatter.set_powerlimits((-2, 3))  # type: ignore[attr-defined]
+        bar.ax.yaxis.get_offset_text().set_fontsize(6)
+    return Drawn(ax, vmin, vmax, label)
 
 
 def style_axes(ax: Axes, **labels: Any) -> None:
