@@ -54,7 +54,8 @@ def _draw_backends(ax: Axes, report: dict[str, Any], what: str, value: Callable[
             ax.plot([n for n, _ in points], [v for _, v in points], "o-", color=colour, lw=1.2, ms=4,
                     label=f"{LABELS[backend]}: ~ N^{_exponent(slope)}")  # fmt: skip
         if slope is not None and len(points) >= 2:
-            ax.plot(*fitted_line(*zip(*points, strict=True), slope), "--", color=colour, lw=0.8, alpha=0.7)
+            x, y = fitted_line([n for n, _ in points], [v for _, v in points], slope)
+            ax.plot(x, y, "--", color=colour, lw=0.8, alpha=0.7)
         for row in full:
             r = _measured(row, backend)
             if r is not None and value(r) > 0:

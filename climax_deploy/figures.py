@@ -16,7 +16,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
 
@@ -27,6 +27,8 @@ from climax_deploy.optional import MATPLOTLIB
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
+
+Coordinates = Union[Sequence[float], np.ndarray]  # cell centres in degrees, 1-D
 
 DPI = 90
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -163,12 +165,12 @@ def save_png(fig: Figure, path: str | Path, panels: Mapping[str, Drawn]) -> Figu
     return FigureLayout(path, (width, height), tuple(boxes))
 
 
-def lon_stretch(lat: Sequence[float]) -> float:
+def lon_stretch(lat: Coordinates) -> float:
     """Axes aspect of a lat/lon map: a degree of longitude is cos(latitude) of a degree of latitude."""
     return 1.0 / max(math.cos(math.radians(float(np.mean(lat)))), 0.1)
 
 
-def map_shape(lat: Sequence[float], lon: Sequence[float]) -> float:
+def map_shape(lat: Coordinates, lon: Coordinates) -> float:
     """Height / width of a map of these cell centres, as drawn by map_panel."""
     lat_span, lon_span = float(np.ptp(lat)) or 1.0, float(np.ptp(lon)) or 1.0
     return lon_stretch(lat) * lat_span / lon_span
@@ -179,8 +181,8 @@ def map_panel(
     ax: Axes,
     bar_axes: Axes | None,
     field: np.ndarray,
-    lat: Sequence[float],
-    lon: Sequence[float],
+    lat: Coordinates,
+    lon: Coordinates,
     *,
     cmap: str,
     label: str,
