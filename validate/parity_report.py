@@ -24,8 +24,10 @@ INDEX = "index.html"
 
 
 def terrain_file(terrain: str) -> str:
-    """A terrain's PNG name: its label with anything but letters, digits, '-' and '_' replaced."""
-    return re.sub(r"[^A-Za-z0-9_-]", "_", terrain) + ".png"
+    """A terrain's PNG name: its label with anything but letters, digits, '-' and '_' replaced (a DEM
+    named like the summary gets a suffix rather than overwrite it)."""
+    name = re.sub(r"[^A-Za-z0-9_-]", "_", terrain) + ".png"
+    return name if name != SUMMARY else name.replace(".png", "_terrain.png")
 
 
 def write_parity_report(report: ParityReport, directory: str | Path) -> dict[str, FigureLayout]:
