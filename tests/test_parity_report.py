@@ -13,9 +13,11 @@ from cli_run import run_main  # tests/ is on sys.path under pytest
 from parity_cases import export_small, mutated_model
 from picture_checks import assert_panels_drawn
 
+from climax_deploy import figures
 from climax_deploy.export import Provenance
 from climax_deploy.figures import FigureLayout
 from climax_deploy.model import build_model
+from climax_deploy.optional import OptionalDependency
 from climax_deploy.schema import OUTPUTS
 from climax_deploy.validate import parity
 from climax_deploy.validate.cli import main as check_parity
@@ -99,8 +101,20 @@ def test_cli_writes_the_report_of_a_failing_model(
     }
 
 
-def test_cli_refuses_a_report_folder_that_is_a_file(models: dict[str, Path], tmp_path: Path) -> None:
-    (tmp_path / "taken").write_text("x")
-    out = run_main("check-parity", check_parity, [str(models["right"]), "--report", "taken"], cwd=tmp_path)
-    assert out.returncode == 2 and out.stderr.count("\n") == 1
-    assert "cannot write into taken: it is not a folder" in out.stderr
+@pytest.mark.parametrize("mistake", ["a file", "no matplotlib"])
+def test_cli_report_mistakes_are_one_line_before_the_run(
+    models: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mistake: str
+) -> None:
+    def must_not_run(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the parity run started")
+
+    monkeypatch.setattr(parity, "run_parity", must_not_run)
+    if mistake == "a file":
+        (tmp_path / "rep").write_text("x")
+        message = "cannot write into rep: it is not a folder"
+    else:
+        absent = OptionalDependency("no_such_module_here", "pip install 'climax-deploy[plot]'", "pictures")
+        monkeypatch.setattr(figures, "MATPLOTLIB", absent)
+        message = "needs no_such_module_here, which is not installed: pip install 'climax-deploy[plot]'"
+    out = run_main("check-parity", check_parity, [str(models["right"]), "--report", "rep"], cwd=tmp_path)
+    assert out.returncode == 2 and out.stderr.count("\n") == 1 and message in out.stderr, out.stderr
