@@ -10,6 +10,7 @@ the exported model, and TensorRT where an engine is given. Latency is the median
     climax-bench --config grid.json --batch 4     # any architecture and grid, B = 4
     climax-bench --profile                        # also ONNX Runtime's top operators by time
     climax-bench --scaling --patches 2048,8192,32768   # time and memory over grids: bench/scaling.py
+    climax-bench --scaling --plot scaling.png     # ... and drawn, log-log: bench/scaling_plot.py
     climax-bench --memory-model                   # TensorRT engines' memory from shapes: bench/memory_model.py
 """
 
@@ -370,6 +371,9 @@ def build_parser() -> ArgParser:
     p.add_argument("--patches", default=DEFAULT_PATCHES, metavar="N,N|RxC,...",
                    help=f"--scaling's grids: patch counts (rows:cols near 1:2) or ROWSxCOLS patch grids "
                         f"(default {DEFAULT_PATCHES}); the architecture is --config's, else width 128, depth 2, 4 heads")  # fmt: skip
+    p.add_argument("--plot", type=Path, metavar="FILE.png",
+                   help="with --scaling: draw time and memory against patches (log-log) per backend, with the "
+                        "growth exponents and the FLOP floor (needs the 'plot' extra)")  # fmt: skip
     p.add_argument("--no-full", dest="full", action="store_false",
                    help="--scaling without the full preset's row")  # fmt: skip
     p.add_argument("--workdir", type=Path, default=Path("build/bench/scaling"),
@@ -397,6 +401,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(format_memory_table(table))
         _write_json(args.json, table, {})
         return EXIT_OK
+    if args.plot is not None and not args.scaling:
+        raise BadInputError(f"--plot draws the scaling series: expected --scaling with it, got --plot {args.plot} alone")
     _check_plan(args.backends, args.engine, args.runs, args.warmup, args.batch)  # before any export or worker
     if args.scaling:
         return _scaling(args)
@@ -440,11 +446,24 @@ def _scaling(args: argparse.Namespace) -> int:
 
         base = load_config_file(args.config)
     _write_json(args.json, None, {"--config": args.config})
+    if args.plot is not None:
+        from climax_deploy.artifacts import check_outputs_distinct, check_writable
+        from climax_deploy.figures import check_png_path, require_matplotlib
+
+        check_png_path(args.plot, "--plot")
+        check_outputs_distinct({"--config": args.config}, {"--plot": args.plot, "--json": args.json})
+        check_writable(args.plot)
+        require_matplotlib()
     backends = [b for b in args.backends if b != "tensorrt"]
     report = run_scaling(grids, base=base, full=args.full, backends=backends, workdir=args.workdir,
                          runs=args.runs, warmup=args.warmup, batch=args.batch, threads=args.threads, seed=args.seed)  # fmt: skip
     print(format_scaling(report))
     _write_json(args.json, report, {})
+    if args.plot is not None:
+        from climax_deploy.bench.scaling_plot import plot_scaling
+
+        plot_scaling(report, args.plot)
+        print(f"wrote {args.plot}")
     failed = [f"{row['name']}: {r['backend']}" for row in report["rows"] for r in row["results"] if "error" in r]
     if failed:
         print(f"climax-bench: error: {', '.join(failed)} failed; see the table", file=sys.stderr)

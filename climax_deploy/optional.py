@@ -81,6 +81,9 @@ CF_XARRAY_UNITS = OptionalDependency("cf_xarray.units", "pip install 'climax-dep
 PYTRITON = OptionalDependency(
     "pytriton", "pip install 'climax-deploy[serve,cpu]' in a Python >= 3.12 environment", "climax-serve"
 )
+MATPLOTLIB = OptionalDependency(
+    "matplotlib", "pip install 'climax-deploy[plot]'", "pictures (check-parity --report, --quicklook, --plot)"
+)
 TRITONCLIENT_GRPC = OptionalDependency(
     "tritonclient.grpc", "pip install 'climax-deploy[serve]'", "the Triton gRPC client (climax-load-test)"
 )

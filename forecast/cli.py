@@ -55,6 +55,9 @@ def build_parser() -> ArgParser:
                    help="lead times per model call (default: the model's batch limit, or 4 for a dynamic batch)")  # fmt: skip
     p.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads")
     p.add_argument("--providers", default="auto", help="ONNX Runtime providers: auto (default), cpu or cuda")
+    p.add_argument("--quicklook", type=Path, metavar="FILE.png",
+                   help="also draw the forecast as maps, one row per pollutant and one column per lead time, units "
+                        "in the colour bars, masked cells grey (needs the 'plot' extra)")  # fmt: skip
     p.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
     return p
 
@@ -81,8 +84,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     from climax_deploy.artifacts import check_outputs_distinct, check_writable
 
     inputs = {"--model": args.model, "--analysis": args.analysis, "--static": args.static}
-    check_outputs_distinct(inputs, {"-o": args.output})
-    check_writable(args.output)
+    check_outputs_distinct(inputs, {"-o": args.output, "--quicklook": args.quicklook})
+    check_writable(args.output, args.quicklook)
+    if args.quicklook is not None:
+        from climax_deploy.figures import check_png_path, require_matplotlib
+
+        check_png_path(args.quicklook, "--quicklook")
+        require_matplotlib()
     if not args.model.is_file():
         raise BadInputError(f"model file {args.model} does not exist")
     say = (
@@ -115,6 +123,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         y = forecaster.predict_physical(prepared, args.lead_times, on_batch)
         forecast = forecaster.to_dataset(y, prepared, [float(h) for h in args.lead_times], args.regrid)
     write_dataset(forecast, args.output)
+    if args.quicklook is not None:
+        from climax_deploy.forecast.quicklook import quicklook
+
+        quicklook(forecast, args.quicklook)
     total = time.perf_counter() - began
     mean_lead = sum(per_lead.values()) / len(per_lead)
     rows, cols = prepared.grid.shape
@@ -123,6 +135,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if prepared.mask is not None:
         print(f"cells outside the validity mask {prepared.mask_name!r} are NaN ({int((~prepared.mask).sum())} cells)")
     print("\n".join(summary_table(forecast)))
+    if args.quicklook is not None:
+        print(f"wrote {args.quicklook}")
     return EXIT_OK
 
 

@@ -62,6 +62,8 @@ def test_every_area_is_a_layer_and_protected_from_the_core() -> None:
         ("runtime/onnxruntime_backend.py", "import torch", "runtime/ embeds numpy and ONNX Runtime only"),
         ("runtime/new_module.py", "import onnx", "runtime/ embeds numpy and ONNX Runtime only"),
         ("serving/new_module.py", "import torch", "forecast/ and serving/ run deployed artifacts without torch"),
+        ("runtime/new_module.py", "import matplotlib.figure", "runtime/ embeds numpy and ONNX Runtime only"),
+        ("serving/new_module.py", "import climax_deploy.figures", "serving/ draws no pictures"),
         ("model/config.py", "import climax_deploy.runtime", "layers"),  # siblings are independent
         ("forecast/new_module.py", "import climax_deploy.serving", "layers"),
         ("export/new_module.py", "import climax_deploy.validate", "layers"),  # a lower layer imports a higher one

@@ -1,4 +1,5 @@
-"""Parity harness: terrains, synthetic inputs, float64-anchored metrics and tolerances, and `check-parity`."""
+"""Parity harness: terrains, synthetic inputs, float64-anchored metrics and tolerances, `check-parity` and
+its pictures (`write_parity_report`)."""
 
 from __future__ import annotations
 
@@ -12,12 +13,14 @@ from climax_deploy.validate.metrics import (
     tolerance,
     tolerances,
 )
-from climax_deploy.validate.parity import ParityReport, format_report, run_parity
+from climax_deploy.validate.parity import ParityFields, ParityReport, format_report, run_parity
+from climax_deploy.validate.parity_report import write_parity_report
 from climax_deploy.validate.terrain import BUILTIN_TERRAINS, load_terrain_file, make_terrain
 
 __all__ = [
     "BUILTIN_TERRAINS",
     "ErrorMetrics",
+    "ParityFields",
     "ParityReport",
     "TOLERANCES",
     "Tolerance",
@@ -30,4 +33,5 @@ __all__ = [
     "signal_fidelity",
     "tolerance",
     "tolerances",
+    "write_parity_report",
 ]

@@ -54,6 +54,10 @@ def build_parser() -> ArgParser:
     p.add_argument("--providers", default="auto", help="ONNX Runtime providers: auto (default), cpu, cuda")
     p.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads")
     p.add_argument("--json", type=Path, metavar="FILE", help="also write the report as JSON")
+    p.add_argument("--report", type=Path, metavar="DIR",
+                   help="also write pictures to DIR: per terrain, maps of the truth's and the backend's terrain "
+                        "signal, their difference and the elevation; a summary of errors against the bounds; "
+                        "index.html with the tables (needs the 'plot' extra)")  # fmt: skip
     p.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
     return p
 
@@ -68,10 +72,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     # Before the long run: no output may overwrite an input, and every output must be writable.
     terrains = {f"--terrain {t}": Path(t) for t in args.terrain or [] if t.endswith(".npy")}
-    outputs = {"--json": args.json, "--save-polygraphy": args.save_polygraphy}
+    outputs = {"--json": args.json, "--save-polygraphy": args.save_polygraphy, "--report": args.report}
     check_outputs_distinct({"model": args.model, "--checkpoint": args.checkpoint, **terrains}, outputs)
     check_writable(args.json)
-    check_writable_dir(args.save_polygraphy)
+    check_writable_dir(args.save_polygraphy, args.report)
+    if args.report is not None:
+        from climax_deploy.figures import require_matplotlib
+
+        require_matplotlib()
     onnx = args.model.suffix == ".onnx"
     report = run_parity(
         args.model,
@@ -90,6 +98,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(format_report(report))
     if args.json:
         write_json_atomic(args.json, report.as_dict())
+    if args.report:
+        from climax_deploy.validate.parity_report import INDEX, write_parity_report
+
+        write_parity_report(report, args.report)
+        print(f"wrote {args.report / INDEX} and its pictures")
     return EXIT_OK if report.passed else EXIT_FAILED
 
 

@@ -80,9 +80,31 @@ class SignalRow:
         return self.fidelity / self.torch_fidelity if self.torch_fidelity > 0 else float("inf")
 
 
+@dataclass(frozen=True)
+class ParityFields:
+    """The fields behind the parity maps: per case label, its terrain and the truth's and backend's outputs."""
+
+    lat: tuple[float, ...]  # the model's rows, degrees_north (manifest model.lat)
+    lon: tuple[float, ...]  # its columns, degrees_east (manifest model.lon)
+    variables: tuple[str, ...]  # the output variables, in output order
+    elevation: dict[str, np.ndarray]  # label -> [H, W] metres
+    truth: dict[str, np.ndarray]  # label -> [O, H, W] float64 PyTorch
+    outputs: dict[str, np.ndarray]  # label -> [O, H, W] the backend's, as float64
+
+    def signal(self, label: str) -> tuple[np.ndarray, np.ndarray]:
+        """The terrain signal y(label) - y(flat) [O, H, W]: the truth's and the backend's."""
+        return (self.truth[label] - self.truth[BASELINE_TERRAIN],
+                self.outputs[label] - self.outputs[BASELINE_TERRAIN])  # fmt: skip
+
+    @property
+    def signal_terrains(self) -> list[str]:
+        """The case labels that have a terrain signal (all but the flat baseline)."""
+        return [label for label in self.truth if label != BASELINE_TERRAIN]
+
+
 @dataclass
 class ParityReport:
-    """Everything check-parity prints and writes as JSON."""
+    """Everything check-parity prints and writes as JSON (and, in `fields`, what its maps draw)."""
 
     backend: dict[str, Any]
     precision: str
@@ -92,6 +114,7 @@ class ParityReport:
     rows: list[ParityRow] = field(default_factory=list)
     signal: list[SignalRow] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
+    fields: ParityFields | None = field(default=None, repr=False, compare=False)  # not in the JSON
 
     @property
     def passed(self) -> bool:
@@ -217,7 +240,8 @@ def run_parity(
     precision = precision or manifest.precision
     table = tolerances(precision)
     record = manifest.model
-    cases = parity_inputs(manifest, terrains, seed, winds)
+    elevations = parity_terrains(manifest, terrains, seed)
+    cases = parity_inputs(manifest, terrains, seed, winds, elevations)
     lead = np.full(1, lead_time, dtype=np.float32)
     if mixed_batch is None:
         mixed_batch = record.num_patches <= MIXED_BATCH_MAX_PATCHES
@@ -249,6 +273,10 @@ def run_parity(
             same_precision=SAME_PRECISION[precision], seconds=progress.timings,
         )  # fmt: skip
 
+    report.fields = ParityFields(
+        record.lat, record.lon, tuple(record.output_variables), elevations,
+        {label: y[0] for label, y in truth.items()}, {label: y[0].astype(np.float64) for label, y in outs.items()},
+    )  # fmt: skip
     batch_label = "+".join(cases) + f" (batch {len(cases)})"
     for case_label, results in [*((lbl, {lbl: outs[lbl]}) for lbl in cases), (batch_label, mixed)]:
         for label, y in results.items():
@@ -278,17 +306,28 @@ def run_parity(
     return report
 
 
+def parity_terrains(manifest: Manifest, terrains: Sequence[str], seed: int = 0) -> dict[str, np.ndarray]:
+    """label -> terrain [H, W] in metres for each terrain spec, plus the flat baseline."""
+    grid = manifest.model.grid
+    specs = [*terrains, *([] if BASELINE_TERRAIN in terrains else [BASELINE_TERRAIN])]
+    return dict(resolve_terrain(spec, grid, seed) for spec in specs)
+
+
 def parity_inputs(
-    manifest: Manifest, terrains: Sequence[str], seed: int = 0, winds: str = "synthetic"
+    manifest: Manifest,
+    terrains: Sequence[str],
+    seed: int = 0,
+    winds: str = "synthetic",
+    elevations: Mapping[str, np.ndarray] | None = None,
 ) -> dict[str, np.ndarray]:
     """One standardised sample [1, V, H, W] per terrain, plus the flat baseline: the same seeded weather
-    (winds of kind `winds`) on every terrain, standardised with the artifact's statistics."""
+    (winds of kind `winds`) on every terrain, standardised with the artifact's statistics.
+    elevations: parity_terrains' result, where the caller already has it."""
     record = manifest.model
-    cases: dict[str, np.ndarray] = {}
-    for spec in [*terrains, *([] if BASELINE_TERRAIN in terrains else [BASELINE_TERRAIN])]:
-        label, metres = resolve_terrain(spec, record.grid, seed)
-        cases[label] = synthetic_sample(record.variables, metres, seed, record.standardisation, winds)[None]
-    return cases
+    if elevations is None:
+        elevations = parity_terrains(manifest, terrains, seed)
+    return {label: synthetic_sample(record.variables, metres, seed, record.standardisation, winds)[None]
+            for label, metres in elevations.items()}  # fmt: skip
 
 
 def reference_outputs(
