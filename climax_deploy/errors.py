@@ -34,3 +34,7 @@ class InferenceError(ClimaxDeployError, RuntimeError):
 class MissingBackendError(ClimaxDeployError, ImportError):
     """An optional dependency (torch, onnxruntime, TensorRT, ...) is not installed."""
 
+
+
+class LockTimeoutError(ClimaxDeployError, TimeoutError):
+    """Another process held an artifact's lock for longer than the timeout."""

@@ -7,7 +7,6 @@ are the default. Torch-free and xarray-free: reading a NetCDF stats file lives i
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Mapping, Sequence
@@ -17,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from climax_deploy.artifacts import parse_json
 from climax_deploy.errors import BadInputError
 from climax_deploy.schema import STANDARDISATION, STANDARDISATION_EPS
 
@@ -103,10 +103,7 @@ def merge_stats(
 def read_json_stats(path: str | os.PathLike[str]) -> dict[str, tuple[float, float]]:
     """A JSON stats file: {var: [mean, std]}, or a manifest / {"standardisation": {...}} holding one."""
     path = Path(path)
-    try:
-        entry = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BadInputError(f"{path}: not valid JSON ({exc})") from exc
+    entry = parse_json(path.read_bytes(), str(path))
     if isinstance(entry, Mapping) and isinstance(entry.get("model"), Mapping) and JSON_KEY in entry["model"]:
         entry = entry["model"][JSON_KEY]  # a climax-deploy manifest
     elif isinstance(entry, Mapping) and JSON_KEY in entry:
