@@ -50,6 +50,9 @@ def build_parser() -> ArgParser:
     p.add_argument(
         "--mask", metavar="VAR", help="validity mask variable (in --static or --analysis); cells < 0.5 -> NaN"
     )
+    p.add_argument("--allow-implausible", action="store_true",
+                   help="research runs: accept inputs outside the plausible ranges (schema.PLAUSIBLE_RANGES: "
+                        "temperature 150..350 K, concentrations 0..1e5 ug m-3, ...) and lead times beyond 240 h")  # fmt: skip
     p.add_argument("--time-index", type=int, default=None, help="which analysis time to use when the file has several")
     p.add_argument("--batch-size", type=int, default=None,
                    help="lead times per model call (default: the model's batch limit, or 4 for a dynamic batch)")  # fmt: skip
@@ -96,7 +99,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.model.suffix.lower() == ".onnx":
         load_options = {"providers": args.providers, "threads": args.threads}
     began = time.perf_counter()
-    with PhysicalForecaster(args.model, batch_size=args.batch_size, **load_options) as forecaster:
+    forecaster_options = {"batch_size": args.batch_size, "allow_implausible": args.allow_implausible}
+    with PhysicalForecaster(args.model, **forecaster_options, **load_options) as forecaster:
         with warnings.catch_warnings(record=True) as caught:  # e.g. a unit assumed: one line each, even with -q
             warnings.simplefilter("always", UserWarning)
             prepared = forecaster.prepare(analysis, static, regrid=args.regrid, mask=args.mask)
