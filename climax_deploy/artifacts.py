@@ -404,13 +404,18 @@ def check_outputs_distinct(
                 )
 
 
-def check_writable(*paths: PathLike | None) -> None:
-    """BadInputError unless each output could be created: its nearest existing ancestor is a writable
-    folder (a probe file is created and removed there, which also catches read-only mounts)."""
+def check_writable(*paths: PathLike | None, folder_ok: bool = False) -> None:
+    """BadInputError unless each output could be created: a UTF-8 path whose name leaves room for the
+    temporaries beside it, not an existing folder (unless `folder_ok`: a zarr store replaced whole), and
+    whose nearest existing ancestor is a writable folder (a probe file is created and removed there,
+    which also catches read-only mounts)."""
     for p in paths:
         if p is None:
             continue
-        path = Path(p)  # may be a folder store (zarr) that is replaced whole
+        path = Path(p)
+        check_path_text(path)
+        if path.is_dir() and not folder_ok:
+            raise BadInputError(f"cannot write {path}: it is a folder; expected a file path")
         _probe(path, _nearest_existing(path.parent))
 
 
@@ -420,9 +425,41 @@ def check_writable_dir(*folders: PathLike | None) -> None:
         if f is None:
             continue
         folder = Path(f)
+        check_path_text(folder)
         if folder.exists() and not folder.is_dir():
             raise BadInputError(f"cannot write into {folder}: it is not a folder")
         _probe(folder, _nearest_existing(folder))
+
+
+def check_path_text(path: Path) -> None:
+    """BadInputError for an output path that is not UTF-8 (netCDF, HDF5 and JSON reports need it) or
+    too long for the file system once temporaries add NAME_OVERHEAD bytes to its name."""
+    text = str(path)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        shown = os.fsencode(text).decode("utf-8", errors="backslashreplace")
+        raise BadInputError(f"output path {shown} is not valid UTF-8; expected a UTF-8 file name") from None
+    existing = _nearest_existing(path.parent if path.parent != path else path)
+    name_max, path_max = _limit(existing, "PC_NAME_MAX", 255), _limit(existing, "PC_PATH_MAX", 4096)
+    longest = max((len(os.fsencode(part)) for part in path.parts), default=0)
+    if longest + NAME_OVERHEAD > name_max:
+        raise BadInputError(
+            f"output path {text[:60]}... has a name of {longest} bytes; expected at most "
+            f"{name_max - NAME_OVERHEAD} (the file system's {name_max}, less {NAME_OVERHEAD} for temporaries)"
+        )
+    full = len(os.fsencode(os.path.abspath(text))) + NAME_OVERHEAD
+    if full > path_max:
+        raise BadInputError(
+            f"output path {text[:60]}... is {full - NAME_OVERHEAD} bytes long; expected at most {path_max - NAME_OVERHEAD}"
+        )
+
+
+def _limit(folder: Path, name: str, default: int) -> int:
+    try:
+        return int(os.pathconf(folder, name))
+    except (OSError, ValueError):
+        return default
 
 
 def _nearest_existing(path: Path) -> Path:

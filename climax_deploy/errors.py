@@ -38,3 +38,7 @@ class MissingBackendError(ClimaxDeployError, ImportError):
 
 class LockTimeoutError(ClimaxDeployError, TimeoutError):
     """Another process held an artifact's lock for longer than the timeout."""
+
+
+class WriteError(ClimaxDeployError, OSError):
+    """An output could not be written: a full disk, a quota, a read-only or vanished file system."""

@@ -80,12 +80,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     from climax_deploy.errors import BadInputError
     from climax_deploy.forecast import PhysicalForecaster, file_format, open_dataset, select_time, write_dataset
 
-    file_format(args.output)  # fail fast on a bad output name
+    output_format = file_format(args.output)  # fail fast on a bad output name
     from climax_deploy.artifacts import check_outputs_distinct, check_writable
 
     inputs = {"--model": args.model, "--analysis": args.analysis, "--static": args.static}
     check_outputs_distinct(inputs, {"-o": args.output})
-    check_writable(args.output)
+    check_writable(args.output, folder_ok=output_format == "zarr")  # a zarr store is a folder
     if not args.model.is_file():
         raise BadInputError(f"model file {args.model} does not exist")
     say = (
