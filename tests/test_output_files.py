@@ -15,20 +15,13 @@ import pytest
 from climax_deploy import artifacts
 from climax_deploy.artifacts import NAME_OVERHEAD, ArtifactWriter, artifact_lock, check_writable
 from climax_deploy.errors import BadInputError, LockTimeoutError, WriteError
-from climax_deploy.model import ClimaX
 
 
-def test_external_data_honours_the_umask(small_model: ClimaX, tmp_path: Path) -> None:
-    from climax_deploy.export import ExportOptions, Provenance, export_onnx
-
-    old = os.umask(0o002)
-    try:
-        path = tmp_path / "m.onnx"
-        export_onnx(small_model, path, ExportOptions(external_data_threshold=1000), Provenance(preset="small", seed=0))
-    finally:
-        os.umask(old)
-    modes = {p.name: oct(p.stat().st_mode & 0o777) for p in tmp_path.iterdir() if not p.name.startswith(".")}
-    assert modes == {"m.onnx": "0o664", "m.onnx.data": "0o664", "m.onnx.manifest.json": "0o664"}
+def test_external_data_honours_the_umask(small_external_onnx: Path) -> None:
+    """Exported under umask 002 (the fixture): the weights' file gets 0664 like the model and its manifest."""
+    folder = small_external_onnx.parent
+    modes = {p.name: oct(p.stat().st_mode & 0o777) for p in folder.iterdir() if not p.name.startswith(".")}
+    assert modes == {"small.onnx": "0o664", "small.onnx.data": "0o664", "small.onnx.manifest.json": "0o664"}
 
 
 def test_a_full_disk_is_one_line(tmp_path: Path) -> None:

@@ -15,19 +15,12 @@ from climax_deploy.errors import BadInputError, ModelFileError
 from climax_deploy.export.triton_cli import main as triton_main
 from climax_deploy.export.triton_repo import TritonRepoOptions, pbtxt_string
 from climax_deploy.manifest import CONTENT_KEY, content_sha256, read_manifest
-from climax_deploy.model import ClimaX
 from climax_deploy.runtime import load
 
 
-@pytest.fixture(scope="module")
-def external_onnx(tmp_path_factory: pytest.TempPathFactory, small_model: ClimaX) -> Path:
-    """The small preset exported with its weights in `small.onnx.data` (tests copy it, never modify it)."""
-    from climax_deploy.export import ExportOptions, Provenance, export_onnx
-
-    path = tmp_path_factory.mktemp("external") / "small.onnx"
-    export_onnx(small_model, path, ExportOptions(external_data_threshold=1000), Provenance(preset="small", seed=0))
-    assert Path(str(path) + ".data").is_file()
-    return path
+@pytest.fixture
+def external_onnx(small_external_onnx: Path) -> Path:
+    return small_external_onnx
 
 
 def _copy(src: Path, folder: Path) -> Path:
