@@ -31,8 +31,9 @@ FLOAT_BYTES = 4
 
 
 def activation_bytes_per_sample(manifest: Manifest) -> int:
-    """A conservative estimate of one sample's working memory in a backend: the attention scores of the
-    heads computed together (scores and softmax, [heads, N, N] twice) and the token activations of a
+    """A conservative estimate of one sample's working memory in a backend: unblocked attention scores of
+    the heads computed together (scores and softmax, [heads, N, N] twice; fp32 exports compute them in
+    query blocks and need less, docs/memory.md) and the token activations of a
     block (32 x [N, D]: residual, norms, the MLP's widened hidden and ONNX Runtime's copies), plus the
     sample's input and output fields. Small preset (fp32, one head per chunk): 10.7 MB estimated, 8.1 MB
     measured (ONNX Runtime on CPU, peak RSS of batch 64 less batch 1, over 63)."""
