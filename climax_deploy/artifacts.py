@@ -5,16 +5,24 @@ umask) and renamed over it; a group of files (a model, its manifest, its externa
 together under an exclusive lock on `.<name>.lock`, so two writers never interleave. Temporaries
 of a killed writer are removed by the next write of the same artifact once they are stale.
 
-Manifests are read and written by climax_deploy.manifest only.
+Artifacts may come from elsewhere, so what they name is untrusted: `inside_folder` keeps every file
+a manifest names inside the artifact's folder, and `parse_json` refuses hostile JSON (deep nesting,
+huge numbers, duplicate keys) with one line. Manifests are read and written by climax_deploy.manifest only.
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import json
+import logging
+import math
 import os
+import re
 import shutil
+import socket
+import sys
 import tempfile
 import threading
 import time
@@ -24,13 +32,23 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Union
 
-from climax_deploy.errors import BadInputError
+from climax_deploy.errors import BadInputError, LockTimeoutError
+
+log = logging.getLogger(__name__)
 
 PathLike = Union[str, "os.PathLike[str]"]
 TMP_SUFFIX = ".tmp"
 STALE_SECONDS = 300.0  # a temporary untouched this long belongs to a writer that died
 MANIFEST_SUFFIX = ".manifest.json"  # the sidecar of an artifact
 DATA_SUFFIX = ".data"  # external weights of an ONNX model
+LOCK_TIMEOUT_SECONDS = 60.0  # the lock is held only while files are renamed: a minute means its holder is stuck
+LOCK_REPORT_SECONDS = 1.0  # a writer still waiting after this long says who holds the lock
+LOCK_POLL_SECONDS = 0.05
+# The longest name derived from an output's: `.<name>.manifest.json.<8 random>.tmp` (a staged manifest).
+NAME_OVERHEAD = len(".") + len(MANIFEST_SUFFIX) + len(".12345678") + len(TMP_SUFFIX)
+# Hostile JSON: nesting and integer digits beyond these are refused (a manifest nests 4 deep).
+JSON_MAX_DEPTH = 64
+JSON_MAX_INT_DIGITS = 30
 
 _umask_lock = threading.Lock()
 
@@ -109,17 +127,62 @@ def _discard(path: Path) -> None:
         pass
 
 
-@contextmanager
-def artifact_lock(final: PathLike) -> Iterator[None]:
-    """An exclusive lock on `.<name>.lock` beside `final`, held while a group of files is renamed."""
+def lock_path(final: PathLike) -> Path:
     final = Path(final)
-    lock = final.parent / f".{final.name}.lock"
+    return final.parent / f".{final.name}.lock"
+
+
+@contextmanager
+def artifact_lock(final: PathLike, timeout: float | None = None) -> Iterator[None]:
+    """An exclusive lock on `.<name>.lock` beside `final`, held while a group of files is renamed.
+
+    The holder writes its pid, host and command into the lock file; a writer kept waiting says who
+    holds it (a warning after LOCK_REPORT_SECONDS) and gives up after `timeout` (LOCK_TIMEOUT_SECONDS)
+    with LockTimeoutError.
+    """
+    lock = lock_path(final)
+    timeout = LOCK_TIMEOUT_SECONDS if timeout is None else timeout
     fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        _acquire(fd, lock, timeout)
+        holder = f"pid {os.getpid()} on {socket.gethostname()} ({' '.join(sys.argv)[:200]}) since {time.strftime('%H:%M:%S')}"
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, holder.encode(errors="replace"), 0)
+        except OSError:
+            pass  # who holds it is a courtesy to other writers, not needed for the lock
         yield
     finally:
         os.close(fd)  # closing releases the lock
+
+
+def _acquire(fd: int, lock: Path, timeout: float) -> None:
+    began, reported = time.monotonic(), False
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except OSError as exc:
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise
+        waited = time.monotonic() - began
+        if waited >= timeout:
+            raise LockTimeoutError(
+                f"{lock} is still held by {_holder(fd)} after {timeout:g} s; expected it free within seconds "
+                "(it is held only while files are renamed): stop that process, or remove the lock file if it is gone"
+            )
+        if not reported and waited >= min(LOCK_REPORT_SECONDS, timeout):
+            log.warning("waiting for %s, held by %s (giving up after %g s)", lock, _holder(fd), timeout)
+            reported = True
+        time.sleep(LOCK_POLL_SECONDS)
+
+
+def _holder(fd: int) -> str:
+    try:
+        text = os.pread(fd, 512, 0).decode(errors="replace").strip()
+    except OSError:
+        text = ""
+    return text or "another process (it did not say which)"
 
 
 class ArtifactWriter:
@@ -144,6 +207,8 @@ class ArtifactWriter:
         if tmp is None:
             tmp = make_temporary(final)
             self.temporaries.append(tmp)
+        elif Path(tmp).is_file():  # written by a tool (onnx writes external data 0600): the umask decides
+            os.chmod(tmp, 0o666 & ~current_umask())
         self.staged.append((Path(tmp), Path(final)))
         return Path(tmp)
 
@@ -198,6 +263,86 @@ def json_bytes(obj: Any) -> bytes:
 
 def write_json_atomic(final: PathLike, obj: Any) -> None:
     write_bytes_atomic(final, json_bytes(obj))
+
+
+# -- untrusted artifacts ---------------------------------------------------------------------------
+
+
+def check_relative_name(name: str, what: str) -> None:
+    """BadInputError unless `name` is a relative path that stays below its folder (no `..`, not absolute)."""
+    if not isinstance(name, str) or not name or "\x00" in name:
+        raise BadInputError(f"{what} must be a file name, got {name!r}")
+    parts = name.replace("\\", "/").split("/")
+    if name.startswith(("/", "\\")) or os.path.isabs(name) or ".." in parts or (len(parts[0]) > 1 and parts[0][1] == ":"):
+        raise BadInputError(f"{what} must be a path inside the artifact's folder (relative, no '..'), got {name!r}")
+
+
+def inside_folder(folder: PathLike, name: str, what: str) -> Path:
+    """`folder / name` for a `name` an artifact's manifest gives; BadInputError unless it resolves inside
+    `folder` (also through symlinks): the one check of every path an untrusted manifest names."""
+    check_relative_name(name, what)
+    path = Path(folder) / name
+    if not _inside(path, Path(folder)):
+        raise BadInputError(
+            f"{what} {name!r} resolves to {os.path.realpath(path)}, outside the artifact's folder {Path(folder)} "
+            "(a symlink leading out); expected a file inside it"
+        )
+    return path
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in obj:
+            raise ValueError(f"duplicate key {key!r}")
+        obj[key] = value
+    return obj
+
+
+def _bounded_int(text: str) -> int:
+    digits = len(text.lstrip("-"))
+    if digits > JSON_MAX_INT_DIGITS:
+        raise ValueError(f"an integer of {digits} digits (at most {JSON_MAX_INT_DIGITS})")
+    return int(text)
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"the number {text[:20]}{'...' if len(text) > 20 else ''} overflows a float")
+    return value
+
+
+def _refuse_constant(text: str) -> float:
+    raise ValueError(f"{text} (not JSON)")
+
+
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+
+
+def _depth(text: str) -> int:
+    """The deepest nesting of [ and {, strings skipped (regexes do the long scans)."""
+    depth = deepest = 0
+    for ch in _NOT_BRACKET.sub("", _JSON_STRING.sub("", text)):
+        depth += 1 if ch in "[{" else -1
+        deepest = max(deepest, depth)
+    return deepest
+
+
+def parse_json(data: bytes | str, source: str, error: type[Exception] = BadInputError) -> Any:
+    """JSON from a file we did not write ourselves; `error` (one line naming `source`) on anything hostile:
+    invalid UTF-8 or JSON, nesting deeper than JSON_MAX_DEPTH, integers longer than JSON_MAX_INT_DIGITS,
+    floats that overflow, NaN/Infinity, duplicate keys."""
+    try:
+        text = data.decode("utf-8") if isinstance(data, bytes) else data
+        if _depth(text) > JSON_MAX_DEPTH:
+            raise ValueError(f"nested deeper than {JSON_MAX_DEPTH} levels")
+        return json.loads(text, object_pairs_hook=_no_duplicates, parse_int=_bounded_int,
+                          parse_float=_finite_float, parse_constant=_refuse_constant)  # fmt: skip
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise error(f"{source}: not valid JSON ({reason}); expected the JSON file as written") from None
 
 
 # -- output checks (cheap, before the long work) ----------------------------------------------------
@@ -259,13 +404,18 @@ def check_outputs_distinct(
                 )
 
 
-def check_writable(*paths: PathLike | None) -> None:
-    """BadInputError unless each output could be created: its nearest existing ancestor is a writable
-    folder (a probe file is created and removed there, which also catches read-only mounts)."""
+def check_writable(*paths: PathLike | None, folder_ok: bool = False) -> None:
+    """BadInputError unless each output could be created: a UTF-8 path whose name leaves room for the
+    temporaries beside it, not an existing folder (unless `folder_ok`: a zarr store replaced whole), and
+    whose nearest existing ancestor is a writable folder (a probe file is created and removed there,
+    which also catches read-only mounts)."""
     for p in paths:
         if p is None:
             continue
-        path = Path(p)  # may be a folder store (zarr) that is replaced whole
+        path = Path(p)
+        check_path_text(path)
+        if path.is_dir() and not folder_ok:
+            raise BadInputError(f"cannot write {path}: it is a folder; expected a file path")
         _probe(path, _nearest_existing(path.parent))
 
 
@@ -275,9 +425,41 @@ def check_writable_dir(*folders: PathLike | None) -> None:
         if f is None:
             continue
         folder = Path(f)
+        check_path_text(folder)
         if folder.exists() and not folder.is_dir():
             raise BadInputError(f"cannot write into {folder}: it is not a folder")
         _probe(folder, _nearest_existing(folder))
+
+
+def check_path_text(path: Path) -> None:
+    """BadInputError for an output path that is not UTF-8 (netCDF, HDF5 and JSON reports need it) or
+    too long for the file system once temporaries add NAME_OVERHEAD bytes to its name."""
+    text = str(path)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        shown = os.fsencode(text).decode("utf-8", errors="backslashreplace")
+        raise BadInputError(f"output path {shown} is not valid UTF-8; expected a UTF-8 file name") from None
+    existing = _nearest_existing(path.parent if path.parent != path else path)
+    name_max, path_max = _limit(existing, "PC_NAME_MAX", 255), _limit(existing, "PC_PATH_MAX", 4096)
+    longest = max((len(os.fsencode(part)) for part in path.parts), default=0)
+    if longest + NAME_OVERHEAD > name_max:
+        raise BadInputError(
+            f"output path {text[:60]}... has a name of {longest} bytes; expected at most "
+            f"{name_max - NAME_OVERHEAD} (the file system's {name_max}, less {NAME_OVERHEAD} for temporaries)"
+        )
+    full = len(os.fsencode(os.path.abspath(text))) + NAME_OVERHEAD
+    if full > path_max:
+        raise BadInputError(
+            f"output path {text[:60]}... is {full - NAME_OVERHEAD} bytes long; expected at most {path_max - NAME_OVERHEAD}"
+        )
+
+
+def _limit(folder: Path, name: str, default: int) -> int:
+    try:
+        return int(os.pathconf(folder, name))
+    except (OSError, ValueError):
+        return default
 
 
 def _nearest_existing(path: Path) -> Path:

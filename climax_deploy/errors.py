@@ -34,3 +34,11 @@ class InferenceError(ClimaxDeployError, RuntimeError):
 class MissingBackendError(ClimaxDeployError, ImportError):
     """An optional dependency (torch, onnxruntime, TensorRT, ...) is not installed."""
 
+
+
+class LockTimeoutError(ClimaxDeployError, TimeoutError):
+    """Another process held an artifact's lock for longer than the timeout."""
+
+
+class WriteError(ClimaxDeployError, OSError):
+    """An output could not be written: a full disk, a quota, a read-only or vanished file system."""

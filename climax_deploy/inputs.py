@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from climax_deploy.errors import BadInputError
+from climax_deploy.schema import MAX_LEAD_TIME_HOURS, PLAUSIBLE_RANGES, UNITS
+
+OVERRIDE_HINT = "pass --allow-implausible (allow_implausible=True) for a research run"
 
 if TYPE_CHECKING:
     from climax_deploy.runner import ModelSpec
@@ -62,3 +66,37 @@ def _check_finite(spec: ModelSpec, x: np.ndarray) -> None:
 
 def _shape(spec: ModelSpec) -> str:
     return "[" + ", ".join(str(d) for d in spec.input_shape) + "]"
+
+
+def check_plausible(fields: Mapping[str, np.ndarray], valid: np.ndarray | None = None, source: str = "input") -> None:
+    """BadInputError unless every field in physical units (schema.UNITS) lies in schema.PLAUSIBLE_RANGES
+    wherever `valid` (a mask, default everywhere) holds: one line naming each variable, its cells
+    outside and the range. Variables without a range pass."""
+    parts = []
+    for name, values in fields.items():
+        if name not in PLAUSIBLE_RANGES:
+            continue
+        lo, hi = PLAUSIBLE_RANGES[name]
+        arr = np.asarray(values)
+        sel = arr[valid] if valid is not None else arr
+        outside = (sel < lo) | (sel > hi)
+        count = int(np.count_nonzero(outside))
+        if count:
+            bad = sel[outside]
+            parts.append(f"{name!r} {count} of {sel.size} cells outside {lo:g}..{hi:g} {UNITS.get(name, '')}"
+                         f" (min {float(bad.min()):.4g}, max {float(bad.max()):.4g})")  # fmt: skip
+    if parts:
+        raise BadInputError(
+            f"implausible {source} values: {'; '.join(parts)}; check the units attributes (x 1000? a fraction "
+            f"labelled %?), or {OVERRIDE_HINT}"
+        )
+
+
+def check_lead_time_range(lead_times: Sequence[float]) -> None:
+    """BadInputError for lead times beyond MAX_LEAD_TIME_HOURS (training used 12..96 h)."""
+    far = [h for h in lead_times if h > MAX_LEAD_TIME_HOURS]
+    if far:
+        raise BadInputError(
+            f"lead times {far[:5]} h exceed the plausible maximum {MAX_LEAD_TIME_HOURS:g} h (the model was "
+            f"trained on 12..96 h); expected hours such as 12,24,48,96, or {OVERRIDE_HINT}"
+        )

@@ -8,6 +8,8 @@ and the copy embedded in an ONNX file's metadata). Everything else uses the data
 
 Parsing is strict: a missing or mistyped field is a ModelFileError naming the field. A manifest
 from another schema version is refused with the version it has and the one this toolkit reads.
+Manifests may come from elsewhere: hostile JSON is refused (climax_deploy.artifacts.parse_json) and
+every file a manifest names must lie inside the artifact's folder (`artifact_files`).
 """
 
 from __future__ import annotations
@@ -21,7 +23,15 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, TypeVar, Union
 
-from climax_deploy.artifacts import MANIFEST_SUFFIX, ArtifactWriter, json_bytes, sha256_file
+from climax_deploy.artifacts import (
+    MANIFEST_SUFFIX,
+    ArtifactWriter,
+    check_relative_name,
+    inside_folder,
+    json_bytes,
+    parse_json,
+    sha256_file,
+)
 from climax_deploy.errors import BadInputError, ModelFileError
 from climax_deploy.schema import (
     CUSTOM_DOMAIN,
@@ -403,6 +413,26 @@ class _Fields:
             raise self._bad(key, "[H, W] positive integers", value)
         return value[0], value[1]
 
+    def file_name(self, key: str) -> str:
+        """A file the artifact consists of: a name relative to its folder (no '..', not absolute)."""
+        value = self.str(key)
+        if value:  # "" before write_manifest sets it
+            try:
+                check_relative_name(value, f"field {self._path(key)!r}")
+            except BadInputError as exc:
+                raise ModelFileError(f"{self.source}: {exc}") from None
+        return value
+
+    def file_names(self, key: str) -> dict[str, str]:
+        """{file name: sha256} of files beside the artifact, each name checked like `file_name`."""
+        value = self.str_map(key)
+        for name in value:
+            try:
+                check_relative_name(name, f"field {self._path(key)!r} entry")
+            except BadInputError as exc:
+                raise ModelFileError(f"{self.source}: {exc}") from None
+        return value
+
     def str_map(self, key: str) -> dict[str, str]:
         value = self.obj.get(key) or {}
         if not isinstance(value, Mapping) or not all(isinstance(v, str) for v in value.values()):
@@ -505,7 +535,7 @@ def from_json(obj: Any, source: str = "manifest") -> Manifest:
         model=_model(f),
         versions=f.str_map("versions"),
         created_utc=f.str("created_utc"),
-        file=f.str("file"),
+        file=f.file_name("file"),
         sha256=f.str("sha256"),
     )
     if kind == ONNX_KIND:
@@ -513,7 +543,7 @@ def from_json(obj: Any, source: str = "manifest") -> Manifest:
         return OnnxManifest(**common, precision=precision, batch=_batch(f), opset=f.int("opset", 1),
                             heads_per_chunk=f.int("heads_per_chunk", 1),
                             custom_op=(op.str("domain"), op.str("name"), op.int("version")),
-                            external_data=f.str_map("external_data"))  # fmt: skip
+                            external_data=f.file_names("external_data"))  # fmt: skip
     src, gpu = f.sub("source_onnx"), f.sub("gpu")
     return EngineManifest(
         **common,
@@ -574,7 +604,10 @@ def write_manifest(artifact: str | os.PathLike[str], manifest: M) -> M:
 
 
 def read_manifest(artifact: str | os.PathLike[str], *, verify: bool = True, kind: str | None = None) -> Manifest:
-    """Read an artifact's sidecar manifest; with `verify`, check the sha256 of the file and its data.
+    """Read an artifact's sidecar manifest and check the files it names (inside the artifact's folder,
+    sha256 of the external weights). `verify` also checks the artifact file's own sha256 and the
+    manifest's content checksum; verify=False skips exactly those two (a re-serialised model whose
+    embedded manifest agrees), never the weights' checksums or where the files lie.
 
     `kind` ('onnx' or 'tensorrt-engine') refuses the other kind of artifact.
     """
@@ -582,10 +615,7 @@ def read_manifest(artifact: str | os.PathLike[str], *, verify: bool = True, kind
     path = manifest_path(artifact)
     if not path.is_file():
         raise ModelFileError(f"{artifact}: no manifest at {path}; export the model with climax-deploy")
-    try:
-        obj = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ModelFileError(f"{path}: manifest is not valid JSON ({exc})") from exc
+    obj = parse_json(path.read_bytes(), f"{path} (manifest)", ModelFileError)
     if verify and isinstance(obj, dict) and obj.get("format") == FORMAT:
         check_content(obj, path)  # before parsing: an edit is named as such, not as the field it broke
     manifest = from_json(obj, str(path))
@@ -593,6 +623,8 @@ def read_manifest(artifact: str | os.PathLike[str], *, verify: bool = True, kind
         raise ModelFileError(f"{artifact}: manifest says kind {manifest.kind!r}, expected {kind!r}")
     if verify:
         check_checksums(artifact, manifest)
+    else:
+        check_external_data(artifact, manifest)
     return manifest
 
 
@@ -621,6 +653,29 @@ def check_content(obj: Mapping[str, Any], path: Path) -> None:
         )
 
 
+def artifact_files(artifact: str | os.PathLike[str], manifest: Manifest) -> dict[str, Path]:
+    """{name: path} of the files beside `artifact` that its manifest names (external weights), each
+    resolved inside the artifact's folder: ModelFileError for '..', an absolute path or a symlink out."""
+    folder = Path(artifact).parent
+    files = {}
+    for name in getattr(manifest, "external_data", {}):
+        try:
+            files[name] = inside_folder(folder, name, f"{manifest_path(artifact)}: external data file")
+        except BadInputError as exc:
+            raise ModelFileError(str(exc)) from None
+    return files
+
+
+def check_external_data(artifact: Path, manifest: Manifest) -> None:
+    """ModelFileError unless every external data file lies inside the artifact's folder with its sha256."""
+    digests = getattr(manifest, "external_data", {})
+    for name, data in artifact_files(artifact, manifest).items():
+        if not data.is_file():
+            raise ModelFileError(f"{artifact}: external data file {data} is missing")
+        if sha256_file(data) != digests[name]:
+            raise ModelFileError(f"{data}: sha256 does not match the manifest; the file is truncated or changed")
+
+
 def check_checksums(artifact: Path, manifest: Manifest) -> None:
     actual = sha256_file(artifact)
     if actual != manifest.sha256:
@@ -631,12 +686,7 @@ def check_checksums(artifact: Path, manifest: Manifest) -> None:
             f"{artifact}: sha256 {actual[:12]}... does not match the manifest's {manifest.sha256[:12]}...; "
             f"the file is truncated or was changed after export{hint}"
         )
-    for name, digest in getattr(manifest, "external_data", {}).items():
-        data = artifact.parent / name
-        if not data.is_file():
-            raise ModelFileError(f"{artifact}: external data file {data} is missing")
-        if sha256_file(data) != digest:
-            raise ModelFileError(f"{data}: sha256 does not match the manifest; the file is truncated or changed")
+    check_external_data(artifact, manifest)
 
 
 # -- the copy embedded in an ONNX file --------------------------------------------------------------
@@ -659,10 +709,8 @@ def check_embedded(metadata: Mapping[str, str], manifest: OnnxManifest, source: 
     """The file's embedded manifest must agree with the sidecar on what the model consumes and produces."""
     if METADATA_KEY not in metadata:
         raise ModelFileError(f"{source}: not a climax-deploy model (no {METADATA_KEY} metadata)")
-    try:
-        embedded = from_json(json.loads(metadata[METADATA_KEY]), f"{source} (embedded manifest)")
-    except json.JSONDecodeError as exc:
-        raise ModelFileError(f"{source}: embedded manifest is not valid JSON ({exc})") from exc
+    where = f"{source} (embedded manifest)"
+    embedded = from_json(parse_json(metadata[METADATA_KEY], where, ModelFileError), where)
     pairs = {
         "model.variables": (manifest.model.variables, embedded.model.variables),
         "model.output_variables": (manifest.model.output_variables, embedded.model.output_variables),
@@ -689,6 +737,7 @@ def check_embedded(metadata: Mapping[str, str], manifest: OnnxManifest, source: 
 
 
 __all__ = [
+    "artifact_files",
     "BatchSpec",
     "BuildOptions",
     "ENGINE_KIND",

@@ -49,6 +49,24 @@ UNITS: dict[str, str] = {
     "lon2d": "degrees_east", "elevation": "m", "population": "1",
 }  # fmt: skip
 
+# Plausible physical values of every input variable, in UNITS, inclusive: a forecast input outside them
+# is refused (climax_deploy.inputs.check_plausible) unless the caller allows implausible values for a
+# research run. The limits catch unit mistakes (x 1000, a fraction labelled %, an offset applied
+# twice), not weather extremes: wind components within +-150 m s-1; temperature 150..350 K; relative
+# humidity 0..100 % with slack for supersaturation and interpolation (-1..110); surface pressure
+# 30..110 kPa; mass concentrations 0..CONCENTRATION_CEILING; elevation from the Dead Sea's shore to
+# above Everest. A stats file's std wider than a variable's span is refused too (standardisation.py).
+CONCENTRATION_CEILING = 1e5  # ug m-3 (0.1 g m-3): ten times the worst dust-storm PM10 on record
+PLAUSIBLE_RANGES: dict[str, tuple[float, float]] = {
+    "u": (-150.0, 150.0), "v": (-150.0, 150.0), "temp": (150.0, 350.0), "rh": (-1.0, 110.0),
+    "psfc": (30_000.0, 110_000.0), "pm10": (0.0, CONCENTRATION_CEILING), "so2": (0.0, CONCENTRATION_CEILING),
+    "no2": (0.0, CONCENTRATION_CEILING), "co": (0.0, CONCENTRATION_CEILING), "o3": (0.0, CONCENTRATION_CEILING),
+    "pm25": (0.0, CONCENTRATION_CEILING), "lat2d": (-90.0, 90.0), "lon2d": (-180.0, 360.0),
+    "elevation": (-500.0, 9_000.0), "population": (0.0, 1e8),
+}  # fmt: skip
+# Lead times, in hours: training used 12..96 h; beyond MAX_LEAD_TIME_HOURS is extrapolation past reason.
+MAX_LEAD_TIME_HOURS = 240.0
+
 # The training domain (the author's China and Taiwan domain): cell centres from LAT_RANGE[1] (north,
 # row 0) to LAT_RANGE[0] (south), and LON_RANGE[0] (west) to LON_RANGE[1] (east), in degrees. The
 # default model grid of an export; the manifest records the coordinates (ModelRecord.lat, .lon).

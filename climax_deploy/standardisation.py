@@ -7,7 +7,6 @@ are the default. Torch-free and xarray-free: reading a NetCDF stats file lives i
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Mapping, Sequence
@@ -17,8 +16,11 @@ from typing import Any
 
 import numpy as np
 
+from climax_deploy.artifacts import parse_json
 from climax_deploy.errors import BadInputError
-from climax_deploy.schema import STANDARDISATION, STANDARDISATION_EPS
+from climax_deploy.schema import PLAUSIBLE_RANGES, STANDARDISATION, STANDARDISATION_EPS, UNITS
+
+STATS_MAGNITUDE_LIMIT = 1e30  # a mean or std beyond this overflows float32 outputs (an all-inf forecast)
 
 JSON_KEY = "standardisation"
 
@@ -81,6 +83,13 @@ def check_stats(entry: Any, source: str) -> dict[str, tuple[float, float]]:
             ) from None
         if not (math.isfinite(mean) and math.isfinite(std)) or std <= 0:
             raise BadInputError(f"{source}: {name!r} needs a finite mean and a positive std, got ({mean}, {std})")
+        lo, hi = PLAUSIBLE_RANGES.get(str(name), (-STATS_MAGNITUDE_LIMIT, STATS_MAGNITUDE_LIMIT))
+        if abs(mean) > STATS_MAGNITUDE_LIMIT or std > hi - lo:
+            raise BadInputError(
+                f"{source}: {name!r} has (mean, std) ({mean:g}, {std:g}); expected a std no wider than its plausible "
+                f"range {lo:g}..{hi:g} {UNITS.get(str(name), '')} and |mean| <= {STATS_MAGNITUDE_LIMIT:g} "
+                "(in the model's units: schema.UNITS)"
+            )
         stats[str(name)] = (mean, std)
     return stats
 
@@ -103,10 +112,7 @@ def merge_stats(
 def read_json_stats(path: str | os.PathLike[str]) -> dict[str, tuple[float, float]]:
     """A JSON stats file: {var: [mean, std]}, or a manifest / {"standardisation": {...}} holding one."""
     path = Path(path)
-    try:
-        entry = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BadInputError(f"{path}: not valid JSON ({exc})") from exc
+    entry = parse_json(path.read_bytes(), str(path))
     if isinstance(entry, Mapping) and isinstance(entry.get("model"), Mapping) and JSON_KEY in entry["model"]:
         entry = entry["model"][JSON_KEY]  # a climax-deploy manifest
     elif isinstance(entry, Mapping) and JSON_KEY in entry:

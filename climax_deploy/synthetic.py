@@ -9,10 +9,11 @@ from __future__ import annotations
 import numpy as np
 
 from climax_deploy.errors import BadInputError
-from climax_deploy.schema import ELEVATION_VARIABLE, LAT_RANGE, LON_RANGE, domain_coordinates
+from climax_deploy.schema import ELEVATION_VARIABLE, LAT_RANGE, LON_RANGE, PLAUSIBLE_RANGES, domain_coordinates
 from climax_deploy.standardisation import Standardisation
 
-# Rough physical ranges for the synthetic fields: (centre, amplitude) in each variable's units.
+# Rough physical ranges for the synthetic fields: (centre, amplitude) in each variable's units; the
+# tails are clipped to schema.PLAUSIBLE_RANGES so forecasts accept them (no negative concentrations).
 _SYNTHETIC_RANGE = {
     "temp": (285.0, 15.0), "rh": (60.0, 25.0), "psfc": (95000.0, 5000.0),
     "pm10": (60.0, 40.0), "so2": (8.0, 6.0), "no2": (25.0, 15.0), "co": (300.0, 150.0), "o3": (45.0, 20.0),
@@ -100,7 +101,7 @@ def physical_fields(
         elif name in _SYNTHETIC_RANGE:
             centre, amplitude = _SYNTHETIC_RANGE[name]
             value = centre + amplitude * smooth_field(rng, grid)
-            fields[name] = np.abs(value) if name == "population" else value
+            fields[name] = np.clip(np.abs(value) if name == "population" else value, *PLAUSIBLE_RANGES[name])
         else:
             raise BadInputError(f"no synthetic generator for variable {name!r}")
     return fields

@@ -24,7 +24,14 @@ import onnx
 import torch
 
 import climax_deploy
-from climax_deploy.artifacts import DATA_SUFFIX, ArtifactWriter, check_outputs_distinct, check_writable, sha256_file
+from climax_deploy.artifacts import (
+    DATA_SUFFIX,
+    ArtifactWriter,
+    check_outputs_distinct,
+    check_writable,
+    parse_json,
+    sha256_file,
+)
 from climax_deploy.errors import BadInputError, ExportError
 from climax_deploy.export.attention_layout import DEFAULT_BLOCK_ELEMENTS, AttentionLayout, ExpandSelfAttention
 from climax_deploy.export.elevation_function import AttachElevationFunction
@@ -242,10 +249,10 @@ def read_grid(path: str | os.PathLike[str]) -> tuple[tuple[float, ...], tuple[fl
         from climax_deploy.gridded.grid_file import read_grid_file
 
         return read_grid_file(path)
+    data = parse_json(path.read_bytes(), f"grid file {path}")
     try:
-        data = json.loads(path.read_text())
         return tuple(map(float, data["lat"])), tuple(map(float, data["lon"]))
-    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError) as exc:
         raise BadInputError(f"{path}: expected JSON {{\"lat\": [...], \"lon\": [...]}} of numbers ({exc!r})") from None
 
 

@@ -9,12 +9,14 @@
 
 Shapes come from each artifact's manifest: x [B, V, H, W] and lead_times [B] (a batched [B, 1]
 reshaped to [B] for the model) in, y [B, O, H, W] out, float32. A fixed-batch artifact gets
-max_batch_size 0 and full shapes (Triton cannot batch it).
+max_batch_size 0 and full shapes (Triton cannot batch it). Model names follow MODEL_NAME (a model's
+folder name, nothing else); every string in a config.pbtxt is written escaped (`pbtxt_string`).
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,6 +28,7 @@ from climax_deploy.manifest import (
     ENGINE_KIND,
     ONNX_KIND,
     Manifest,
+    artifact_files,
     manifest_path,
     read_engine_manifest,
     read_onnx_manifest,
@@ -34,6 +37,10 @@ from climax_deploy.schema import INPUT_NAME, LEAD_TIMES_NAME, OUTPUT_NAME
 
 INSTANCE_KINDS = ("cpu", "gpu")
 BACKENDS = {ONNX_KIND: "onnxruntime", ENGINE_KIND: "tensorrt"}  # Triton backend of each artifact kind
+# A Triton model name is its folder's name in the repository (and a URL path segment of the KServe API):
+# letters, digits, '_', '-', '.', starting with a letter or digit, within a file name's length.
+MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,199}")
+NAME_SUFFIXES = ("_onnx", "_trt")
 
 
 @dataclass(frozen=True)
@@ -50,6 +57,13 @@ class TritonRepoOptions:
     version: int = 1
 
     def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not MODEL_NAME.fullmatch(self.name):
+            raise BadInputError(
+                f"--name must be letters, digits, '_', '-' or '.', starting with a letter or digit (at most "
+                f"200; it names the model folders {self.name}_onnx and _trt), got {self.name!r}"
+            )
+        if self.version < 1:
+            raise BadInputError(f"model version must be >= 1, got {self.version}")
         if self.max_batch < 1 or self.instances < 1:
             raise BadInputError(f"max batch and instances must be >= 1, got {self.max_batch} and {self.instances}")
         if self.onnx_instance_kind not in INSTANCE_KINDS:
@@ -67,6 +81,21 @@ def preferred_sizes(max_batch: int, given: Sequence[int] | None) -> list[int]:
     return sorted({b for b in (1, 2, 4, 8, 16, 32, 64) if b <= max_batch} | {max_batch})
 
 
+def pbtxt_string(text: str) -> str:
+    """`text` as a quoted protobuf text-format string: quotes, backslashes and control characters escaped."""
+    out = []
+    for ch in text:
+        if ch in '"\\':
+            out.append("\\" + ch)
+        elif ch == "\n":
+            out.append("\\n")
+        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
+            out.append(f"\\{ord(ch):03o}")
+        else:
+            out.append(ch)
+    return '"' + "".join(out) + '"'
+
+
 def _dims(values: Sequence[int]) -> str:
     return "[ " + ", ".join(str(int(v)) for v in values) + " ]"
 
@@ -82,7 +111,8 @@ def model_config(manifest: Manifest, name: str, instance_kind: str, options: Tri
     h, w = manifest.model.grid
     fixed = manifest.batch.size
     max_batch = options.max_batch if manifest.batch.max is None else min(options.max_batch, manifest.batch.max)
-    lines = [f'name: "{name}"', f'backend: "{backend}"', f'default_model_filename: "{filename}"']
+    lines = [f"name: {pbtxt_string(name)}", f"backend: {pbtxt_string(backend)}",
+             f"default_model_filename: {pbtxt_string(filename)}"]  # fmt: skip
     if fixed is None:
         lines.append(f"max_batch_size: {max_batch}")
         x_dims, lead_dims, y_dims = [n_vars, h, w], [1], [n_out, h, w]
@@ -93,11 +123,11 @@ def model_config(manifest: Manifest, name: str, instance_kind: str, options: Tri
         lead_reshape = ""
     lines += [
         "input [",
-        f'  {{\n    name: "{INPUT_NAME}"\n    data_type: TYPE_FP32\n    dims: {_dims(x_dims)}\n  }},',
-        f'  {{\n    name: "{LEAD_TIMES_NAME}"\n    data_type: TYPE_FP32\n    dims: {_dims(lead_dims)}{lead_reshape}\n  }}',
+        f'  {{\n    name: {pbtxt_string(INPUT_NAME)}\n    data_type: TYPE_FP32\n    dims: {_dims(x_dims)}\n  }},',
+        f'  {{\n    name: {pbtxt_string(LEAD_TIMES_NAME)}\n    data_type: TYPE_FP32\n    dims: {_dims(lead_dims)}{lead_reshape}\n  }}',
         "]",
         "output [",
-        f'  {{\n    name: "{OUTPUT_NAME}"\n    data_type: TYPE_FP32\n    dims: {_dims(y_dims)}\n  }}',
+        f'  {{\n    name: {pbtxt_string(OUTPUT_NAME)}\n    data_type: TYPE_FP32\n    dims: {_dims(y_dims)}\n  }}',
         "]",
         f"instance_group [\n  {{\n    count: {options.instances}\n    kind: KIND_{instance_kind.upper()}\n  }}\n]",
     ]
@@ -123,8 +153,9 @@ def _add_onnx(repo: Path, onnx_path: Path, options: TritonRepoOptions) -> Path:
     version_dir = repo / name / str(options.version)
     _copy(onnx_path, version_dir / "model.onnx")
     # External weights keep their file name: the graph refers to them by it, relative to the model.
-    for data_name in manifest.external_data:
-        _copy(onnx_path.parent / data_name, version_dir / data_name)
+    # artifact_files keeps them inside the artifact's folder, so their copies stay inside version_dir.
+    for data_name, data_path in artifact_files(onnx_path, manifest).items():
+        _copy(data_path, version_dir / data_name)
     _copy(manifest_path(onnx_path), version_dir / "model.onnx.manifest.json")
     config = model_config(manifest, name, options.onnx_instance_kind, options, "model.onnx")
     write_bytes_atomic(repo / name / "config.pbtxt", config.encode())
@@ -220,4 +251,4 @@ def write_triton_repo(
     return {name: repo / name / "config.pbtxt" for name in configs}
 
 
-__all__ = ["TritonRepoOptions", "model_config", "preferred_sizes", "write_triton_repo"]
+__all__ = ["MODEL_NAME", "TritonRepoOptions", "model_config", "pbtxt_string", "preferred_sizes", "write_triton_repo"]

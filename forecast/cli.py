@@ -50,6 +50,9 @@ def build_parser() -> ArgParser:
     p.add_argument(
         "--mask", metavar="VAR", help="validity mask variable (in --static or --analysis); cells < 0.5 -> NaN"
     )
+    p.add_argument("--allow-implausible", action="store_true",
+                   help="research runs: accept inputs outside the plausible ranges (schema.PLAUSIBLE_RANGES: "
+                        "temperature 150..350 K, concentrations 0..1e5 ug m-3, ...) and lead times beyond 240 h")  # fmt: skip
     p.add_argument("--time-index", type=int, default=None, help="which analysis time to use when the file has several")
     p.add_argument("--batch-size", type=int, default=None,
                    help="lead times per model call (default: the model's batch limit, or 4 for a dynamic batch)")  # fmt: skip
@@ -80,12 +83,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     from climax_deploy.errors import BadInputError
     from climax_deploy.forecast import PhysicalForecaster, file_format, open_dataset, select_time, write_dataset
 
-    file_format(args.output)  # fail fast on a bad output name
+    output_format = file_format(args.output)  # fail fast on a bad output name
     from climax_deploy.artifacts import check_outputs_distinct, check_writable
 
     inputs = {"--model": args.model, "--analysis": args.analysis, "--static": args.static}
     check_outputs_distinct(inputs, {"-o": args.output, "--quicklook": args.quicklook})
-    check_writable(args.output, args.quicklook)
+    check_writable(args.output, folder_ok=output_format == "zarr")  # a zarr store is a folder
+    check_writable(args.quicklook)
     if args.quicklook is not None:
         from climax_deploy.figures import check_png_path, require_matplotlib
 
@@ -104,7 +108,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.model.suffix.lower() == ".onnx":
         load_options = {"providers": args.providers, "threads": args.threads}
     began = time.perf_counter()
-    with PhysicalForecaster(args.model, batch_size=args.batch_size, **load_options) as forecaster:
+    forecaster_options = {"batch_size": args.batch_size, "allow_implausible": args.allow_implausible}
+    with PhysicalForecaster(args.model, **forecaster_options, **load_options) as forecaster:
         with warnings.catch_warnings(record=True) as caught:  # e.g. a unit assumed: one line each, even with -q
             warnings.simplefilter("always", UserWarning)
             prepared = forecaster.prepare(analysis, static, regrid=args.regrid, mask=args.mask)

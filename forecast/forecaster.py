@@ -23,10 +23,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 import climax_deploy
-from climax_deploy.errors import BadInputError
+from climax_deploy.errors import BadInputError, InferenceError
 from climax_deploy.gridded.grid import REGRID_METHODS, Grid, coordinate_tolerance, horizontal_dims, orient, regrid_bilinear
 from climax_deploy.gridded.grid_file import coordinate_grid, dataset_grid
 from climax_deploy.gridded.units import to_model_units
+from climax_deploy.inputs import check_lead_time_range, check_plausible
 from climax_deploy.manifest import Manifest
 from climax_deploy.optional import XARRAY
 from climax_deploy.runner import Runner
@@ -77,6 +78,7 @@ class PhysicalForecaster:
         model: Runner | str | os.PathLike[str],
         standardisation: Standardisation | None = None,
         batch_size: int | None = None,
+        allow_implausible: bool = False,
         **load_options: Any,
     ) -> None:
         """model: a loaded Runner (kept open until `close`), or an artifact path loaded with
@@ -84,8 +86,11 @@ class PhysicalForecaster:
 
         standardisation: default the artifact's manifest stats (the author's constants for a runner
         without a manifest). batch_size: lead times per model call, capped at the artifact's limit;
-        default that limit, or DEFAULT_DYNAMIC_BATCH for a dynamic batch.
+        default that limit, or DEFAULT_DYNAMIC_BATCH for a dynamic batch. allow_implausible: accept
+        inputs outside schema.PLAUSIBLE_RANGES and lead times beyond schema.MAX_LEAD_TIME_HOURS
+        (research runs); by default they are refused naming the variable, its cells and the range.
         """
+        self.allow_implausible = allow_implausible
         if isinstance(model, Runner):
             if load_options:
                 raise BadInputError(f"load options {sorted(load_options)} apply to a model path, not a loaded runner")
@@ -153,6 +158,8 @@ class PhysicalForecaster:
             labels[name] = label
         valid, mask_name = self._mask(mask, sources, target, regrid)
         _check_finite(fields, labels, valid)
+        if not self.allow_implausible:
+            check_plausible(fields, valid, "analysis/static")
         x = self.standardisation.apply(fields, self.spec.variables)
         if valid is not None:
             x[:, ~valid] = 0.0  # the standardised mean: a neutral value where the forecast is masked out
@@ -227,6 +234,8 @@ class PhysicalForecaster:
     ) -> np.ndarray:
         """Run the model for every lead time, batched; return physical [L, O, H, W] float32."""
         leads = _check_lead_times(lead_times)
+        if not self.allow_implausible:
+            check_lead_time_range(leads)
         x = np.broadcast_to(prepared.x, (len(leads), *prepared.x.shape))  # one analysis, every lead time
         lead = np.asarray(leads, dtype=np.float32)
         began, reported = time.perf_counter(), 0
@@ -242,6 +251,13 @@ class PhysicalForecaster:
         y_phys = self.standardisation.invert(y_std, self.spec.output_variables, axis=1)
         if prepared.mask is not None:
             y_phys[:, :, ~prepared.mask] = np.nan
+        inside = y_phys if prepared.mask is None else y_phys[:, :, prepared.mask]
+        if not np.isfinite(inside).all():  # never write an inf forecast as if it were one
+            bad = [v for i, v in enumerate(self.spec.output_variables) if not np.isfinite(inside[:, i]).all()]
+            raise InferenceError(
+                f"the forecast of {', '.join(bad)} is not finite ({self.standardisation.source}'s stats "
+                f"{[self.standardisation.mean_std(v) for v in bad]}); expected finite stats and inputs"
+            )
         return y_phys
 
     def forecast(

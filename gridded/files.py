@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from climax_deploy.artifacts import atomic_path, make_temporary
-from climax_deploy.errors import BadInputError
+from climax_deploy.errors import BadInputError, WriteError
 from climax_deploy.optional import NETCDF4, XARRAY, ZARR
 
 if TYPE_CHECKING:
@@ -51,8 +51,31 @@ def open_dataset(path: str | os.PathLike[str]) -> xr.Dataset:
 
 
 def write_dataset(ds: xr.Dataset, path: str | os.PathLike[str]) -> Path:
-    """Write NetCDF (compressed float32) or zarr; a crash leaves no half-written file behind."""
+    """Write NetCDF (compressed float32) or zarr; a crash leaves no half-written file behind, a failed
+    write (a full disk: netCDF4 says only 'HDF error') is one WriteError line."""
     path = Path(path)
+    try:
+        return _write_dataset(ds, path)
+    except (RuntimeError, OSError) as exc:
+        if isinstance(exc, WriteError):
+            raise
+        reason = (str(exc).splitlines() or [type(exc).__name__])[0]
+        try:
+            free = f"{shutil.disk_usage(_existing_parent(path)).free / 2**20:.0f} MiB free there"
+        except OSError:
+            free = "free space unknown"
+        raise WriteError(f"cannot write {path} ({reason}; {free}); expected room for the file: free space or "
+                         "write elsewhere") from None  # fmt: skip
+
+
+def _existing_parent(path: Path) -> Path:
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    return parent
+
+
+def _write_dataset(ds: xr.Dataset, path: Path) -> Path:
     fmt = file_format(path)
     encoding = {name: {"dtype": "float32", "_FillValue": float("nan")} for name in ds.data_vars}
     coordinates = {name: {"_FillValue": None} for name in ds.coords}  # CF: coordinates have no missing values
@@ -65,6 +88,8 @@ def write_dataset(ds: xr.Dataset, path: str | os.PathLike[str]) -> Path:
         return path
     ZARR.load()
     path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists() and not path.is_dir():
+        raise BadInputError(f"cannot write the zarr store {path}: a file is there; expected a folder path")
     tmp_dir = make_temporary(path, directory=True)  # mode from the umask, like every artifact
     try:
         store = tmp_dir / path.name

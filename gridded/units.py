@@ -5,12 +5,17 @@ A variable with units that do not convert is refused by name. A missing units at
 "dimensionless" in CF, so it is accepted (with a warning) only where the model's unit is "1"
 (population); elsewhere it is ambiguous (ug m-3 or mg m-3? K or degC? % or a fraction?) and refused.
 Grid coordinates must be latitude/longitude in degrees; projected x/y in metres are refused.
+UDUNITS spells temperatures 'deg C', 'degrees C', 'degree_F', 'deg K' ... which pint reads as an angle
+times a temperature (20 'deg C' would become 0.349 K): they are rewritten to degC/degF/K first. A
+leading scale factor ('1e-9 kg m-3') multiplies the values, as UDUNITS reads it.
 pint and cf-xarray are the optional `io` extra, imported on first use.
 """
 
 from __future__ import annotations
 
 import logging
+import math
+import re
 import warnings
 from functools import lru_cache
 from typing import Any
@@ -26,6 +31,12 @@ LATITUDE_UNITS = ("degrees_north",)
 LONGITUDE_UNITS = ("degrees_east",)
 PLAIN_DEGREES = ("degree", "degrees")
 GEOGRAPHIC_NAMES = {"lat": "latitude", "latitude": "latitude", "lon": "longitude", "longitude": "longitude"}
+# UDUNITS temperature spellings: deg/degs/degree/degrees, then optional space or '_', then C, F or K.
+TEMPERATURE_SPELLING = re.compile(r"(?:deg|degs|degree|degrees)[ _]*([CFK])")
+TEMPERATURE_UNITS = {"C": "degC", "F": "degF", "K": "K"}
+OFFSET_UNITS = ("degree_Celsius", "degree_Fahrenheit")  # pint's names; a scale factor on them is refused
+# A leading number times a unit: '1e-9 kg m-3', '1000 Pa', '0.01*m'.
+SCALED_UNIT = re.compile(r"([+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)\s*(?:\*\s*|\s+)(\S.*)")
 
 
 @lru_cache(maxsize=1)
@@ -43,10 +54,24 @@ def registry() -> Any:
         log.setLevel(level)
 
 
+def _split_scale(units: str) -> tuple[float, str]:
+    """'1e-9 kg m-3' -> (1e-9, 'kg m-3'); a unit without a leading number -> (1.0, it), spellings normalised."""
+    text = units.strip()
+    scale = 1.0
+    match = SCALED_UNIT.fullmatch(text)
+    if match:
+        scale, text = float(match.group(1)), match.group(2).strip()
+    temperature = TEMPERATURE_SPELLING.fullmatch(text)
+    if temperature:
+        text = TEMPERATURE_UNITS[temperature.group(1)]
+    return scale, text
+
+
 def _parse(units: str) -> Any:
     ureg = registry()
+    _, text = _split_scale(units)
     try:
-        return ureg.parse_units(units.strip()) if units.strip() else ureg.dimensionless
+        return ureg.parse_units(text) if text else ureg.dimensionless
     except Exception:  # pint raises UndefinedUnitError, DefinitionSyntaxError, ValueError, ...
         return None
 
@@ -69,11 +94,18 @@ def to_model_units(values: np.ndarray, attrs: Any, name: str, target: str, sourc
         )
         return values
     unit = _parse(str(units))
+    scale, _ = _split_scale(str(units))
     ureg = registry()
+    if not (math.isfinite(scale) and scale > 0):
+        raise BadInputError(
+            f"{source} variable {name!r} has units {str(units)!r}: a scale factor must be a positive finite number"
+        )
     try:
         if unit is None:
             raise ValueError("unknown unit")
-        return np.asarray(ureg.Quantity(values, unit).to(target).magnitude, dtype=np.float64)
+        if scale != 1.0 and str(unit) in OFFSET_UNITS:
+            raise ValueError("a scaled offset unit is ambiguous")
+        return np.asarray(ureg.Quantity(values * scale, unit).to(target).magnitude, dtype=np.float64)
     except Exception:  # DimensionalityError, OffsetUnitCalculusError, unknown units
         known = "" if unit is not None else ", not a CF/UDUNITS unit"
         raise BadInputError(

@@ -55,6 +55,21 @@ def small_onnx(tmp_path_factory: pytest.TempPathFactory, small_model: ClimaX) ->
     return path
 
 
+@pytest.fixture(scope="session")
+def small_external_onnx(tmp_path_factory: pytest.TempPathFactory, small_model: ClimaX) -> Path:
+    """The small preset exported with its weights in `small.onnx.data`, under umask 002 (so tests can check
+    that every file's mode follows the umask); tests must not modify it."""
+    from climax_deploy.export import ExportOptions, Provenance, export_onnx
+
+    path = tmp_path_factory.mktemp("external") / "small.onnx"
+    old = os.umask(0o002)
+    try:
+        export_onnx(small_model, path, ExportOptions(external_data_threshold=1000), Provenance(preset="small", seed=0))
+    finally:
+        os.umask(old)
+    return path
+
+
 @pytest.fixture
 def small_inputs(small_model: ClimaX) -> tuple[np.ndarray, np.ndarray]:
     """A batch of two standardised samples (mountain, flat) and their lead times."""

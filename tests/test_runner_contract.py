@@ -147,3 +147,28 @@ def test_batching_rules(batch: BatchSpec, n: int, max_batch: int | None, calls: 
     y = runner.predict_batched(x, lead, max_batch=max_batch)
     assert runner.calls == calls
     np.testing.assert_array_equal(y, x[:, :1] + lead[:, None, None, None])
+
+
+def test_dynamic_batch_is_split_within_the_memory_budget(
+    small_onnx: Path, small_inputs: tuple[np.ndarray, np.ndarray], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A dynamic-batch model no longer runs any batch in one go: chunks fit the budget (issue 18)."""
+    from climax_deploy import runner as runner_module
+    from climax_deploy.runtime import load
+
+    x, lt = small_inputs
+    x7, lt7 = np.concatenate([x, x, x, x[:1]]), np.arange(7, dtype=np.float32) * 12
+    with load(small_onnx, providers="cpu", threads=1) as dynamic:
+        per_sample = runner_module.activation_bytes_per_sample(dynamic.manifest)
+        assert 8_000_000 < per_sample < 20_000_000  # >= the 8.1 MB measured per small-preset sample
+        done: list[int] = []
+        y = dynamic.predict_batched(x7, lt7, memory_budget=3 * per_sample, on_batch=lambda d, t: done.append(d))
+        assert done == [3, 6, 7]
+        np.testing.assert_allclose(y, dynamic.predict(x7, lt7), atol=1e-5, rtol=0)
+        monkeypatch.setattr(runner_module, "DEFAULT_MEMORY_BUDGET_BYTES", 2 * per_sample)
+        done.clear()
+        dynamic.predict_batched(x7, lt7, on_batch=lambda d, t: done.append(d))
+        assert done == [2, 4, 6, 7]
+        assert dynamic.budget_batch() == 2 and dynamic.budget_batch(10**12) > 1000
+        with pytest.raises(BadInputError, match="memory budget must be a positive"):
+            dynamic.predict_batched(x7, lt7, memory_budget=0)
