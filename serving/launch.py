@@ -140,7 +140,10 @@ class ServerProcess:
             except ProcessLookupError:
                 pgid = None
             if pgid is not None:
-                _signal_group(pgid, signal.SIGTERM) if proc.poll() is not None else proc.terminate()
+                if proc.poll() is None:
+                    proc.terminate()
+                else:  # the leader is gone already: its group may not be
+                    _signal_group(pgid, signal.SIGTERM)
                 try:
                     proc.wait(timeout=self.stop_timeout_s)
                 except subprocess.TimeoutExpired:
