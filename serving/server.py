@@ -16,6 +16,7 @@ import re
 import signal
 import sys
 import sysconfig
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +33,7 @@ from climax_deploy.runner import Runner
 from climax_deploy.schema import INPUT_NAME, LEAD_TIMES_NAME, OUTPUT_NAME
 from climax_deploy.serving.addresses import check_ports
 from climax_deploy.serving.gate import GateSpec, write_gate_model
-from climax_deploy.serving.workspace import WorkFolder
+from climax_deploy.serving.workspace import WorkFolder, default_root, folder_name_length
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,9 @@ PYTRITON_MIN_PYTHON = (3, 12)
 RUNNER_SUFFIX = "-runner"
 MODEL_NAME_MAX = 56  # the runner model's name adds RUNNER_SUFFIX
 MODEL_NAME = re.compile(rf"[A-Za-z0-9][A-Za-z0-9_.-]{{0,{MODEL_NAME_MAX - 1}}}")
+UNIX_SOCKET_PATH_MAX = 107  # sun_path is 108 bytes with the terminating NUL
+PYTRITON_WORKSPACE = "pytriton"
+MONITOR_PERIOD_S = 1.0
 DRAIN_TIMEOUT_S = 30  # tritonserver's exit timeout: how long requests in flight may take after SIGTERM
 
 
@@ -157,6 +161,26 @@ def load_gate(triton: Any, options: ServeOptions) -> None:
             raise ServeError(f"the gate model {options.model_name!r} did not become ready; see the server log")
 
 
+def drain_gate(triton: Any, options: ServeOptions, timeout_s: float = DRAIN_TIMEOUT_S) -> None:
+    """Unload the gate first and wait until it is gone: Triton refuses new requests to it and lets
+    those queued or running finish while the runner model still serves them. (Triton's own shutdown
+    unloads both models at once, which fails the requests the gate still holds.)"""
+    from pytriton.client.auth import create_auth_headers
+
+    grpcclient = TRITONCLIENT_GRPC.load()
+    headers = create_auth_headers(triton.get_access_token(), "grpc")
+    deadline = time.monotonic() + timeout_s
+    with grpcclient.InferenceServerClient(f"{_loopback_for(options.host)}:{options.grpc_port}") as client:
+        client.unload_model(options.model_name, headers=headers)
+        while time.monotonic() < deadline:
+            index = client.get_model_repository_index(headers=headers, as_json=True).get("models", [])
+            states = {m.get("state") for m in index if m.get("name") == options.model_name}
+            if not states & {"READY", "UNLOADING"}:
+                return
+            time.sleep(0.1)
+    log.warning("requests still in flight after %.0f s; stopping anyway", timeout_s)
+
+
 def _loopback_for(host: str) -> str:
     """Where this process reaches its own server: the bound address, or loopback for a wildcard."""
     if host in ("0.0.0.0", ""):
@@ -211,6 +235,19 @@ def expose_libpython() -> None:
         os.environ["LD_LIBRARY_PATH"] = os.pathsep.join([libdir, *paths])
 
 
+def check_socket_paths(options: ServeOptions) -> None:
+    """pytriton names a Unix socket per runner instance inside the work folder; a longer path than
+    the kernel allows fails tritonserver's model load with an EOFError deep in a traceback."""
+    root = options.work_root if options.work_root is not None else default_root()
+    pytriton = len(str(Path(root).absolute())) + 1 + folder_name_length() + 1 + len(PYTRITON_WORKSPACE)
+    longest = pytriton + 1 + len(f"{runner_model_name(options.model_name)}_0_{options.instances - 1}-server.sock")
+    if longest > UNIX_SOCKET_PATH_MAX:
+        raise BadInputError(
+            f"the work folder's sockets would need paths of {longest} characters, the kernel allows "
+            f"{UNIX_SOCKET_PATH_MAX}; use a shorter --work-root (now {str(root)[:120]!r}) or --name"
+        )
+
+
 def check_options(options: ServeOptions) -> None:
     """Everything that can be refused before loading a model or starting tritonserver."""
     check_model_name(options.model_name)
@@ -218,6 +255,7 @@ def check_options(options: ServeOptions) -> None:
         raise BadInputError(f"instances and max batch must be >= 1, got {options.instances} and {options.max_batch}")
     if options.max_queue_delay_us < 0:
         raise BadInputError(f"max queue delay must be >= 0 us, got {options.max_queue_delay_us}")
+    check_socket_paths(options)
     ports = {"--http-port": options.http_port, "--grpc-port": options.grpc_port, "--metrics-port": options.metrics_port}
     check_ports(options.host, ports)
 
@@ -253,7 +291,7 @@ def serve(
         with WorkFolder(options.work_root) as work:
             repository = work.path / "models"
             write_gate(repository, runners[0], options)
-            with Triton(config=triton_config(options, repository), workspace=work.path / "pytriton") as triton:
+            with Triton(config=triton_config(options, repository), workspace=work.path / PYTRITON_WORKSPACE) as triton:
                 bind_runners(triton, runners, options)
                 triton.run()
                 load_gate(triton, options)
@@ -265,7 +303,14 @@ def serve(
                 if ready_file is not None:
                     write_json_atomic(ready_file, ready)
                 print(json.dumps(ready), flush=True)
-                triton.serve()
+                # not triton.serve(): it takes SIGINT itself and stops Triton with the gate's queue full
+                try:
+                    while triton.is_alive():
+                        time.sleep(MONITOR_PERIOD_S)
+                except KeyboardInterrupt:  # SIGINT or SIGTERM
+                    drain_gate(triton, options)
+                    raise
+                raise ServeError("tritonserver or a model instance stopped unexpectedly; its log is above")
     except KeyboardInterrupt:
         pass
     finally:

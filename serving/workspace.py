@@ -24,6 +24,11 @@ LOCK_NAME = "lock"
 FRESH_S = 60.0
 
 
+def folder_name_length() -> int:
+    """How long this process's folder name will be: '<pid>-' and mkdtemp's 8 characters."""
+    return len(str(os.getpid())) + 1 + 8
+
+
 def default_root() -> Path:
     return Path(tempfile.gettempdir()) / f"climax-serve-{os.getuid()}"
 

@@ -58,6 +58,11 @@ def test_start_mistakes_are_one_line_within_seconds(argv: list[str], expected: s
     assert err.count("\n") == 1 and expected in err and "Traceback" not in err, err
 
 
+def test_work_folder_too_long_for_sockets(tmp_path: Path) -> None:
+    code, err, _ = _serve(["--work-root", str(tmp_path / ("w" * 60))], tmp_path)
+    assert code == 2 and err.count("\n") == 1 and "the kernel allows 107; use a shorter --work-root" in err, err
+
+
 def test_busy_port_is_named(busy_port: tuple[int, socket.socket], tmp_path: Path) -> None:
     port, _ = busy_port
     code, err, took = _serve(["--http-port", str(port), "--grpc-port", "18124"], tmp_path)
