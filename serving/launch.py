@@ -130,7 +130,9 @@ class ServerProcess:
         return " | ".join(text[-lines:]) or "(empty log)"
 
     def stop(self) -> None:
-        """SIGTERM to the server's process group, then SIGKILL after `stop_timeout_s`."""
+        """SIGTERM to climax-serve, which drains the requests in flight and stops tritonserver; SIGKILL
+        to its process group after `stop_timeout_s`, and to any process of the group left behind.
+        (SIGTERM to the whole group would also stop Triton's Python stubs under requests in flight.)"""
         proc, self.proc = self.proc, None
         if proc is not None:
             try:
@@ -138,7 +140,10 @@ class ServerProcess:
             except ProcessLookupError:
                 pgid = None
             if pgid is not None:
-                _signal_group(pgid, signal.SIGTERM)
+                if proc.poll() is None:
+                    proc.terminate()
+                else:  # the leader is gone already: its group may not be
+                    _signal_group(pgid, signal.SIGTERM)
                 try:
                     proc.wait(timeout=self.stop_timeout_s)
                 except subprocess.TimeoutExpired:

@@ -21,6 +21,8 @@ from climax_deploy.errors import BadInputError
 from climax_deploy.optional import TRITONCLIENT_GRPC
 from climax_deploy.schema import INPUT_NAME, LEAD_TIMES_NAME, OUTPUT_NAME
 
+MAX_REFUSAL_CHARS = 600  # Triton's own shape message is ~480 characters; a traceback is ~1,900
+
 
 def check_loopback(url: str) -> tuple[str, int]:
     """'127.0.0.1:8001' -> (host, port); anything that is not a loopback address is refused."""
@@ -50,6 +52,16 @@ class LoadResult:
     wall_s: float
     latencies_ms: list[float] = field(repr=False)
     first_error: str | None = None
+    bad_clients: int = 0  # clients that sent only requests the server must refuse (NaN lead times)
+    refused: int = 0  # their requests refused as the server should: INVALID_ARGUMENT, one line
+    bad_accepted: int = 0  # their requests answered with an output, or refused otherwise
+    first_refusal: str | None = None
+    first_bad_accepted: str | None = None
+
+    @property
+    def passed(self) -> bool:
+        """Every good request answered, every bad one refused alone and cleanly."""
+        return self.errors == 0 and self.bad_accepted == 0 and bool(self.latencies_ms)
 
     def percentile(self, q: float) -> float:
         return float(np.percentile(self.latencies_ms, q)) if self.latencies_ms else float("nan")
@@ -78,10 +90,13 @@ def model_input_dims(client: Any, model_name: str) -> tuple[int, ...]:
     raise BadInputError(f"model {model_name!r} has no input {INPUT_NAME!r}; is it a climax-deploy model?")
 
 
-def make_inputs(grpcclient: Any, dims: Sequence[int], batch: int, seed: int) -> list[Any]:
+def make_inputs(grpcclient: Any, dims: Sequence[int], batch: int, seed: int, bad: bool = False) -> list[Any]:
+    """Random standardised fields and lead times; `bad`: NaN lead times, which the server must refuse."""
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((batch, *dims)).astype(np.float32)  # standardised fields
     lead = rng.choice(np.array([12.0, 24.0, 48.0, 96.0], dtype=np.float32), size=(batch, 1))
+    if bad:
+        lead[:] = np.nan
     ix = grpcclient.InferInput(INPUT_NAME, list(x.shape), "FP32")
     ix.set_data_from_numpy(x)
     il = grpcclient.InferInput(LEAD_TIMES_NAME, list(lead.shape), "FP32")
@@ -98,10 +113,18 @@ def run_load(
     batch: int = 1,
     warmup: int = 1,
     timeout_s: float = 600.0,
+    bad_clients: int = 0,
+    per_client: bool = False,
 ) -> LoadResult:
-    """`concurrency` threads send up to `requests` requests in all, stopping at `duration_s`."""
+    """`concurrency` threads send up to `requests` requests in all (`per_client`: each), stopping at
+    `duration_s`.
+
+    The first `bad_clients` of them send NaN lead times: the server must refuse each of those alone
+    (INVALID_ARGUMENT, one line, no traceback) while every request of the others succeeds."""
     if concurrency < 1 or requests < 1 or batch < 1 or duration_s <= 0:
         raise BadInputError("concurrency, requests and batch must be >= 1 and duration > 0")
+    if not 0 <= bad_clients < concurrency:
+        raise BadInputError(f"bad clients must be 0..{concurrency - 1} (at least one good client), got {bad_clients}")
     check_loopback(url)
     grpcclient = TRITONCLIENT_GRPC.load()
     with grpcclient.InferenceServerClient(url) as probe:
@@ -122,24 +145,38 @@ def run_load(
     issued = 0
     latencies: list[float] = []
     errors: list[str] = []
+    refusals: list[str] = []
+    bad_accepted: list[str] = []
     deadline = time.monotonic() + duration_s
 
     def client_loop(worker: int) -> None:
         nonlocal issued
-        inputs = make_inputs(grpcclient, dims, batch, seed=worker + 1)
+        bad = worker < bad_clients
+        inputs = make_inputs(grpcclient, dims, batch, seed=worker + 1, bad=bad)
         outputs = [grpcclient.InferRequestedOutput(OUTPUT_NAME)]
+        mine = 0
         with grpcclient.InferenceServerClient(url) as client:
             while True:
                 with lock:
-                    if issued >= requests or time.monotonic() >= deadline:
+                    if (mine if per_client else issued) >= requests or time.monotonic() >= deadline:
                         return
                     issued += 1
+                    mine += 1
                 began = time.perf_counter()
                 try:
                     client.infer(model_name, inputs, outputs=outputs, client_timeout=timeout_s)
                 except Exception as exc:  # tritonclient raises InferenceServerException and grpc errors
                     with lock:
-                        errors.append(str(exc).splitlines()[0])
+                        if not bad:
+                            errors.append(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+                        elif is_clean_refusal(exc):
+                            refusals.append(str(exc))
+                        else:
+                            bad_accepted.append(f"refused unclearly: {str(exc)[:200]!r}")
+                    continue
+                if bad:
+                    with lock:
+                        bad_accepted.append("answered with an output")
                     continue
                 elapsed_ms = (time.perf_counter() - began) * 1e3
                 with lock:
@@ -153,7 +190,18 @@ def run_load(
         t.join()
     wall = time.perf_counter() - began
     return LoadResult(url, model_name, concurrency, batch, issued, len(errors), wall, latencies,
-                      errors[0] if errors else None)  # fmt: skip
+                      errors[0] if errors else None, bad_clients, len(refusals), len(bad_accepted),
+                      refusals[0] if refusals else None, bad_accepted[0] if bad_accepted else None)  # fmt: skip
+
+
+def is_clean_refusal(exc: Exception) -> bool:
+    """INVALID_ARGUMENT with one line that names no traceback and no file."""
+    status = exc.status() if callable(getattr(exc, "status", None)) else None
+    text = str(exc)
+    return (
+        status == "StatusCode.INVALID_ARGUMENT" and "\n" not in text.strip() and "Traceback" not in text
+        and ".py" not in text and len(text) <= MAX_REFUSAL_CHARS
+    )  # fmt: skip
 
 
 def build_parser() -> ArgParser:
@@ -176,10 +224,16 @@ def build_parser() -> ArgParser:
     p.add_argument("--model-name", default="climax", help="model name on the server (default climax)")
     p.add_argument("-c", "--concurrency", type=int, default=4, help="concurrent clients (default 4)")
     p.add_argument("-n", "--requests", type=int, default=64, help="requests in all (default 64)")
+    p.add_argument("--per-client", action="store_true", help="--requests is per client, not in all")
     p.add_argument(
         "--duration", type=float, default=120.0, help="stop issuing requests after this many s (default 120)"
     )
     p.add_argument("--batch", type=int, default=1, help="samples per request (default 1)")
+    p.add_argument(
+        "--bad-clients", type=int, default=0,
+        help="of the clients, this many send NaN lead times: each must be refused alone (INVALID_ARGUMENT, "
+        "one line) while every good request succeeds (default 0)",
+    )  # fmt: skip
     p.add_argument("--json", type=Path, help="write the summary as JSON here")
     return p
 
@@ -203,20 +257,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{result.wall_s:.1f} s: p50 {summary['p50_ms']:.1f} ms, p90 {summary['p90_ms']:.1f} ms, "
         f"p99 {summary['p99_ms']:.1f} ms, {summary['throughput_rps']:.2f} req/s, "
         f"{summary['throughput_samples_per_s']:.2f} samples/s, {result.errors} errors"
-    )
+        + (f"; bad clients: {result.refused} refused, {result.bad_accepted} not refused cleanly"
+           if result.bad_clients else "")
+    )  # fmt: skip
     if result.first_error:
         print(f"first error: {result.first_error}", file=sys.stderr)
+    if result.first_refusal:
+        print(f"first refusal: {result.first_refusal}", file=sys.stderr)
+    if result.first_bad_accepted:
+        print(f"first bad request not refused cleanly: {result.first_bad_accepted}", file=sys.stderr)
     if args.json is not None:
         from climax_deploy.artifacts import write_json_atomic
 
         write_json_atomic(args.json, summary)
-    return EXIT_OK if result.errors == 0 and result.latencies_ms else EXIT_FAILED
+    return EXIT_OK if result.passed else EXIT_FAILED
 
 
 def _run(args: Any, url: str) -> LoadResult:
     print(f"[climax-load-test] {args.concurrency} clients, up to {args.requests} requests or {args.duration:g} s "
           f"against {url} ...", file=sys.stderr, flush=True)  # fmt: skip
-    return run_load(url, args.model_name, args.concurrency, args.requests, args.duration, args.batch)
+    return run_load(url, args.model_name, args.concurrency, args.requests, args.duration, args.batch,
+                    bad_clients=args.bad_clients, per_client=args.per_client)  # fmt: skip
 
 
 def entry() -> None:

@@ -12,12 +12,14 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import signal
 import sys
 import sysconfig
-import tempfile
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from types import FrameType, ModuleType
 from typing import Any
 
@@ -25,16 +27,30 @@ import numpy as np
 
 from climax_deploy.artifacts import write_json_atomic
 from climax_deploy.cli import EXIT_OK, ArgParser, run_cli
-from climax_deploy.errors import BadInputError, MissingBackendError
-from climax_deploy.optional import PYTRITON
+from climax_deploy.errors import BadInputError, ClimaxDeployError, MissingBackendError
+from climax_deploy.optional import PYTRITON, TRITONCLIENT_GRPC
 from climax_deploy.runner import Runner
 from climax_deploy.schema import INPUT_NAME, LEAD_TIMES_NAME, OUTPUT_NAME
+from climax_deploy.serving.addresses import check_ports
+from climax_deploy.serving.gate import GateSpec, write_gate_model
+from climax_deploy.serving.workspace import WorkFolder, default_root, folder_name_length
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL_NAME = "climax"
 DEFAULT_HOST = "127.0.0.1"
 PYTRITON_MIN_PYTHON = (3, 12)
+RUNNER_SUFFIX = "-runner"
+MODEL_NAME_MAX = 56  # the runner model's name adds RUNNER_SUFFIX
+MODEL_NAME = re.compile(rf"[A-Za-z0-9][A-Za-z0-9_.-]{{0,{MODEL_NAME_MAX - 1}}}")
+UNIX_SOCKET_PATH_MAX = 107  # sun_path is 108 bytes with the terminating NUL
+PYTRITON_WORKSPACE = "pytriton"
+MONITOR_PERIOD_S = 1.0
+DRAIN_TIMEOUT_S = 30  # tritonserver's exit timeout: how long requests in flight may take after SIGTERM
+
+
+class ServeError(ClimaxDeployError):
+    """The server could not start serving."""
 
 
 @dataclass(frozen=True)
@@ -49,6 +65,7 @@ class ServeOptions:
     instances: int = 1
     max_batch: int = 4
     max_queue_delay_us: int = 2000
+    work_root: Path | None = None  # None: workspace.default_root()
 
 
 def load_pytriton() -> ModuleType:
@@ -69,7 +86,8 @@ def preferred_batch_sizes(max_batch: int) -> list[int]:
 
 def make_infer_function(runner: Runner) -> Callable[..., Any]:
     """A pytriton inference callable for one instance: Triton's batch in, `runner.predict_batched` out
-    (which splits at the artifact's batch limit and pads to a fixed batch)."""
+    (which splits at the artifact's batch limit and pads to a fixed batch). The gate has checked
+    every request already; a batch that still fails here fails whole."""
     from pytriton.decorators import batch
 
     @batch  # type: ignore[misc]
@@ -87,37 +105,98 @@ def served_max_batch(runner: Runner, requested: int) -> int:
     return requested if limit is None else min(requested, limit)
 
 
+def runner_model_name(model_name: str) -> str:
+    """The model pytriton binds the runners to; clients call `model_name`, the gate in front of it."""
+    return f"{model_name}{RUNNER_SUFFIX}"
+
+
+def check_model_name(name: str) -> None:
+    if not MODEL_NAME.fullmatch(name):
+        raise BadInputError(
+            f"--name must be 1-{MODEL_NAME_MAX} letters, digits, '_', '-' or '.', starting with a letter or digit, "
+            f"got {name[:80]!r}"
+        )
+
+
 def bind_runners(triton: Any, runners: Sequence[Runner], options: ServeOptions) -> None:
-    """Bind one model (one instance per runner) with dynamic batching."""
+    """Bind the runner model (one instance per runner). Its batches come formed by the gate, so its
+    own batcher waits for nothing."""
     from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
 
     spec = runners[0].spec
     h, w = spec.grid
     max_batch = served_max_batch(runners[0], options.max_batch)
     triton.bind(
-        model_name=options.model_name,
+        model_name=runner_model_name(options.model_name),
         infer_func=[make_infer_function(r) for r in runners],
         inputs=[
             Tensor(name=INPUT_NAME, dtype=np.float32, shape=(len(spec.variables), h, w)),
             Tensor(name=LEAD_TIMES_NAME, dtype=np.float32, shape=(1,)),
         ],
         outputs=[Tensor(name=OUTPUT_NAME, dtype=np.float32, shape=(len(spec.output_variables), h, w))],
-        config=ModelConfig(
-            max_batch_size=max_batch,
-            batcher=DynamicBatcher(
-                max_queue_delay_microseconds=options.max_queue_delay_us,
-                preferred_batch_size=preferred_batch_sizes(max_batch),
-            ),
-        ),
+        config=ModelConfig(max_batch_size=max_batch, batcher=DynamicBatcher(max_queue_delay_microseconds=0)),
         strict=True,
     )
 
 
-def triton_config(options: ServeOptions) -> Any:
-    """pytriton's TritonConfig: HTTP and gRPC on `options.host`, metrics only when a port is given."""
+def write_gate(repository: Path, runner: Runner, options: ServeOptions) -> None:
+    """The gate model clients call (serving/gate.py), with the dynamic batcher's limits."""
+    spec = runner.spec
+    max_batch = served_max_batch(runner, options.max_batch)
+    gate = GateSpec(runner_model_name(options.model_name), spec.variables, spec.output_variables, spec.grid)
+    write_gate_model(repository, options.model_name, gate, max_batch, options.instances,
+                     options.max_queue_delay_us, preferred_batch_sizes(max_batch))  # fmt: skip
+
+
+def load_gate(triton: Any, options: ServeOptions) -> None:
+    """Load the gate (Triton runs in explicit model control: pytriton loads only what it binds; the
+    model-repository API takes pytriton's access token)."""
+    from pytriton.client.auth import create_auth_headers
+
+    grpcclient = TRITONCLIENT_GRPC.load()
+    headers = create_auth_headers(triton.get_access_token(), "grpc")
+    with grpcclient.InferenceServerClient(f"{_loopback_for(options.host)}:{options.grpc_port}") as client:
+        client.load_model(options.model_name, headers=headers)
+        if not client.is_model_ready(options.model_name):
+            raise ServeError(f"the gate model {options.model_name!r} did not become ready; see the server log")
+
+
+def drain_gate(triton: Any, options: ServeOptions, timeout_s: float = DRAIN_TIMEOUT_S) -> None:
+    """Unload the gate first and wait until it is gone: Triton refuses new requests to it and lets
+    those queued or running finish while the runner model still serves them. (Triton's own shutdown
+    unloads both models at once, which fails the requests the gate still holds.)"""
+    from pytriton.client.auth import create_auth_headers
+
+    grpcclient = TRITONCLIENT_GRPC.load()
+    headers = create_auth_headers(triton.get_access_token(), "grpc")
+    deadline = time.monotonic() + timeout_s
+    with grpcclient.InferenceServerClient(f"{_loopback_for(options.host)}:{options.grpc_port}") as client:
+        client.unload_model(options.model_name, headers=headers)
+        while time.monotonic() < deadline:
+            index = client.get_model_repository_index(headers=headers, as_json=True).get("models", [])
+            states = {m.get("state") for m in index if m.get("name") == options.model_name}
+            if not states & {"READY", "UNLOADING"}:
+                return
+            time.sleep(0.1)
+    log.warning("requests still in flight after %.0f s; stopping anyway", timeout_s)
+
+
+def _loopback_for(host: str) -> str:
+    """Where this process reaches its own server: the bound address, or loopback for a wildcard."""
+    if host in ("0.0.0.0", ""):
+        return "127.0.0.1"
+    if host in ("::", "[::]"):
+        return "[::1]"
+    return f"[{host}]" if ":" in host else host
+
+
+def triton_config(options: ServeOptions, model_repository: Path) -> Any:
+    """pytriton's TritonConfig: HTTP and gRPC on `options.host`, metrics only when a port is given;
+    the gate's model comes from `model_repository`."""
     from pytriton.triton import TritonConfig
 
     return TritonConfig(
+        model_repository=model_repository,
         http_address=options.host,
         http_port=options.http_port,
         grpc_address=options.host,
@@ -128,6 +207,7 @@ def triton_config(options: ServeOptions) -> Any:
         allow_sagemaker=False,
         allow_vertex_ai=False,
         exit_on_error=True,
+        exit_timeout_secs=DRAIN_TIMEOUT_S,
         log_verbose=0,
     )
 
@@ -155,6 +235,31 @@ def expose_libpython() -> None:
         os.environ["LD_LIBRARY_PATH"] = os.pathsep.join([libdir, *paths])
 
 
+def check_socket_paths(options: ServeOptions) -> None:
+    """pytriton names a Unix socket per runner instance inside the work folder; a longer path than
+    the kernel allows fails tritonserver's model load with an EOFError deep in a traceback."""
+    root = options.work_root if options.work_root is not None else default_root()
+    pytriton = len(str(Path(root).absolute())) + 1 + folder_name_length() + 1 + len(PYTRITON_WORKSPACE)
+    longest = pytriton + 1 + len(f"{runner_model_name(options.model_name)}_0_{options.instances - 1}-server.sock")
+    if longest > UNIX_SOCKET_PATH_MAX:
+        raise BadInputError(
+            f"the work folder's sockets would need paths of {longest} characters, the kernel allows "
+            f"{UNIX_SOCKET_PATH_MAX}; use a shorter --work-root (now {str(root)[:120]!r}) or --name"
+        )
+
+
+def check_options(options: ServeOptions) -> None:
+    """Everything that can be refused before loading a model or starting tritonserver."""
+    check_model_name(options.model_name)
+    if options.instances < 1 or options.max_batch < 1:
+        raise BadInputError(f"instances and max batch must be >= 1, got {options.instances} and {options.max_batch}")
+    if options.max_queue_delay_us < 0:
+        raise BadInputError(f"max queue delay must be >= 0 us, got {options.max_queue_delay_us}")
+    check_socket_paths(options)
+    ports = {"--http-port": options.http_port, "--grpc-port": options.grpc_port, "--metrics-port": options.metrics_port}
+    check_ports(options.host, ports)
+
+
 def serve(
     model_path: str,
     options: ServeOptions,
@@ -164,14 +269,15 @@ def serve(
     """Load `options.instances` runners and serve them until SIGINT/SIGTERM.
 
     When ready, one JSON line goes to stdout (for people) and, atomically, to `ready_file` (for
-    launchers: stdout also carries tritonserver's log lines, which can interleave with it)."""
+    launchers: stdout also carries tritonserver's log lines, which can interleave with it).
+    SIGTERM stops taking requests, lets those in flight finish (up to DRAIN_TIMEOUT_S) and stops
+    tritonserver; the work folder goes with it, or with the next start if this one was killed."""
+    check_options(options)  # first: a mistake is one line within seconds, whatever is installed
     load_pytriton()
     from pytriton.triton import Triton
 
     from climax_deploy.runtime import load
 
-    if options.instances < 1 or options.max_batch < 1:
-        raise BadInputError(f"instances and max batch must be >= 1, got {options.instances} and {options.max_batch}")
     runners: list[Runner] = []
 
     def _terminate(signum: int, frame: FrameType | None) -> None:
@@ -182,20 +288,29 @@ def serve(
     try:
         for _ in range(options.instances):  # inside try: a failed load closes those already loaded
             runners.append(load(model_path, **(load_options or {})))
-        with (
-            tempfile.TemporaryDirectory(prefix="climax-serve-") as workspace,
-            Triton(config=triton_config(options), workspace=os.path.join(workspace, "pytriton")) as triton,
-        ):
-            bind_runners(triton, runners, options)
-            triton.run()
-            ready = {
-                "ready": True, "model": options.model_name, "host": options.host, "http_port": options.http_port,
-                "grpc_port": options.grpc_port, "instances": options.instances, "backend": runners[0].backend,
-            }  # fmt: skip
-            if ready_file is not None:
-                write_json_atomic(ready_file, ready)
-            print(json.dumps(ready), flush=True)
-            triton.serve()
+        with WorkFolder(options.work_root) as work:
+            repository = work.path / "models"
+            write_gate(repository, runners[0], options)
+            with Triton(config=triton_config(options, repository), workspace=work.path / PYTRITON_WORKSPACE) as triton:
+                bind_runners(triton, runners, options)
+                triton.run()
+                load_gate(triton, options)
+                ready = {
+                    "ready": True, "model": options.model_name, "host": options.host, "http_port": options.http_port,
+                    "grpc_port": options.grpc_port, "instances": options.instances, "backend": runners[0].backend,
+                    "runner_model": runner_model_name(options.model_name), "work_folder": str(work.path),
+                }  # fmt: skip
+                if ready_file is not None:
+                    write_json_atomic(ready_file, ready)
+                print(json.dumps(ready), flush=True)
+                # not triton.serve(): it takes SIGINT itself and stops Triton with the gate's queue full
+                try:
+                    while triton.is_alive():
+                        time.sleep(MONITOR_PERIOD_S)
+                except KeyboardInterrupt:  # SIGINT or SIGTERM
+                    drain_gate(triton, options)
+                    raise
+                raise ServeError("tritonserver or a model instance stopped unexpectedly; its log is above")
     except KeyboardInterrupt:
         pass
     finally:
@@ -226,6 +341,11 @@ def build_parser() -> ArgParser:
     p.add_argument("--max-queue-delay-us", type=int, default=2000, help="batcher's queue delay (default 2000 us)")
     p.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads per instance")
     p.add_argument("--providers", default="auto", help="ONNX Runtime providers: auto (default), cpu or cuda")
+    p.add_argument(
+        "--work-root", type=Path, default=None,
+        help="folder for the servers' work folders (default: climax-serve-UID in the temp folder); "
+        "those of killed servers are removed at the next start",
+    )  # fmt: skip
     p.add_argument("--ready-file", default=None, help="write the ready JSON to this file once serving")
     p.add_argument("--parent-pid", type=int, default=None, help="stop when this process (the launcher) exits")
     p.add_argument(
@@ -246,7 +366,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     options = ServeOptions(
         model_name=args.name, host=args.host, http_port=args.http_port, grpc_port=args.grpc_port,
         metrics_port=args.metrics_port, instances=args.instances, max_batch=args.max_batch,
-        max_queue_delay_us=args.max_queue_delay_us,
+        max_queue_delay_us=args.max_queue_delay_us, work_root=args.work_root,
     )  # fmt: skip
     load_options: dict[str, Any] = {}
     if str(args.model).endswith(".onnx"):

@@ -12,6 +12,8 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -126,6 +128,94 @@ def test_server_stops_when_its_launcher_is_killed(triton_python: Path, small_onn
     if alive:
         os.killpg(pgid, signal.SIGKILL)
     assert not alive, "climax-serve outlived its launcher"
+
+
+def test_bad_clients_never_fail_good_requests(server: ServerProcess) -> None:
+    """8 clients x 20 requests, 2 of the clients sending NaN lead times, through the dynamic batcher
+    (max batch 4): every good request answered, every bad one refused alone with one clean line.
+    Before the gate: 84 of 120 good requests failed with the bad ones' batches, INTERNAL + traceback."""
+    result = run_load(server.grpc_url, concurrency=8, requests=20, duration_s=300, per_client=True, bad_clients=2)
+    assert result.requests == 160 and result.errors == 0, result.first_error
+    assert len(result.latencies_ms) == 120 and result.refused == 40 and result.bad_accepted == 0, result.first_bad_accepted
+    assert result.first_refusal == "[StatusCode.INVALID_ARGUMENT] lead_times contain NaN or Inf: [nan]"
+
+
+def test_bad_request_in_a_batch_of_good_ones(server: ServerProcess, small_onnx: Path) -> None:
+    """Requests sent together so the batcher merges them: the bad ones fail alone, the good ones
+    get the outputs they would get alone."""
+    x, lead = _one_sample()
+    x_bad = x.copy()
+    x_bad[0, 2, 5, :7] = np.inf
+    cases = [(x, lead), (x, np.array([np.nan], np.float32)), (x_bad, lead), (x, lead * 2), (x[:, :3], lead)]
+    outcomes: list[object] = [None] * len(cases)
+
+    def send(i: int) -> None:
+        try:
+            outcomes[i] = infer(server.grpc_url, *cases[i])
+        except Exception as exc:  # InferenceServerException
+            outcomes[i] = exc
+
+    threads = [threading.Thread(target=send, args=(i,)) for i in range(len(cases))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    with load(small_onnx, threads=2) as runner:
+        for i in (0, 3):
+            np.testing.assert_allclose(outcomes[i], runner.predict(*cases[i]), rtol=0, atol=1e-5)
+    expected = {1: "lead_times contain NaN or Inf: [nan]", 2: "x contains NaN or Inf in", 4: "unexpected shape for input 'x'"}
+    for i, text in expected.items():
+        exc = outcomes[i]
+        assert isinstance(exc, Exception) and exc.status() == "StatusCode.INVALID_ARGUMENT", exc  # type: ignore[attr-defined]
+        assert text in str(exc) and "\n" not in str(exc) and "Traceback" not in str(exc) and ".py" not in str(exc)
+
+
+def test_stop_under_load_drains_requests_in_flight(triton_python: Path, small_onnx: Path) -> None:
+    """stop() (SIGTERM) while four batch-4 requests run on one thread: all four answered, then no
+    process of the server's group is left and its work folder is gone."""
+    root = Path(tempfile.mkdtemp(prefix="cs-"))  # short: pytriton's Unix sockets live below it
+    proc = ServerProcess(small_onnx, python=triton_python, max_batch=4, threads=1, extra_args=["--work-root", str(root)])
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((4, 15, 32, 64)).astype(np.float32)
+    lead = np.full(4, 24.0, np.float32)
+    outcomes: list[object] = [None] * 4
+
+    def send(i: int) -> None:
+        try:
+            outcomes[i] = infer(proc.grpc_url, x, lead)
+        except Exception as exc:
+            outcomes[i] = exc
+
+    with proc:
+        pgid = proc.proc.pid if proc.proc else -1
+        work = Path(proc.ready_info["work_folder"])
+        assert work.parent == root and work.is_dir()
+        threads = [threading.Thread(target=send, args=(i,)) for i in range(4)]
+        for t in threads:
+            t.start()
+        time.sleep(0.5)  # all four received; one runs, three wait in the queue
+        assert all(o is None for o in outcomes), outcomes  # still in flight when the stop comes
+        proc.stop()
+    for t in threads:
+        t.join(timeout=60)
+    assert all(isinstance(o, np.ndarray) and o.shape == (4, 6, 32, 64) for o in outcomes), [
+        o.shape if isinstance(o, np.ndarray) else f"{o!s}"[:300] for o in outcomes
+    ]
+    assert not _live_members(pgid) and not work.exists()
+    root.rmdir()
+
+
+def test_unusable_host_exits_within_seconds(triton_python: Path, small_onnx: Path) -> None:
+    """The real command in the server's environment: 203.0.113.7 (TEST-NET-3) is no address of this
+    machine. Before the checks, tritonserver failed to bind and pytriton waited 122 s, then a traceback."""
+    began = time.monotonic()
+    out = subprocess.run(
+        [str(triton_python), "-m", "climax_deploy.serving.server", str(small_onnx), "--host", "203.0.113.7"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    took = time.monotonic() - began
+    assert out.returncode == 2 and took < 10, (out.returncode, took, out.stderr[-500:])
+    assert out.stderr.count("\n") == 1 and "203.0.113.7" in out.stderr and "Traceback" not in out.stderr
 
 
 def _one_sample() -> tuple[np.ndarray, np.ndarray]:
