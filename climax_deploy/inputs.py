@@ -16,8 +16,32 @@ if TYPE_CHECKING:
     from climax_deploy.runner import ModelSpec
 
 
-def check_model_inputs(spec: ModelSpec, x: Any, lead_times: Any) -> tuple[np.ndarray, np.ndarray]:
-    """Validate x [B, V, H, W] float32 and lead_times [B] (hours); return contiguous float32 arrays."""
+# Every runner refuses standardised inputs outside their variable's plausible range widened by three
+# times its width each way: a guard against garbage (x = 1e30, a field x 1000), not a physics check;
+# forecast inputs in physical units get the strict check (`check_plausible`).
+GUARD_WIDTHS = 3.0
+
+
+def standardised_guards(variables: Sequence[str], standardise: Any) -> tuple[tuple[float, float] | None, ...]:
+    """Per variable, the standardised interval runners accept (None: no range in schema.PLAUSIBLE_RANGES).
+    `standardise(name, value)` maps a physical value to the model's units."""
+    guards: list[tuple[float, float] | None] = []
+    for name in variables:
+        if name not in PLAUSIBLE_RANGES:
+            guards.append(None)
+            continue
+        lo, hi = (standardise(name, v) for v in PLAUSIBLE_RANGES[name])
+        width = hi - lo
+        guards.append((lo - GUARD_WIDTHS * width, hi + GUARD_WIDTHS * width))
+    return tuple(guards)
+
+
+def check_model_inputs(
+    spec: ModelSpec, x: Any, lead_times: Any, allow_implausible: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """Validate x [B, V, H, W] float32 and lead_times [B] (hours); return contiguous float32 arrays.
+
+    Unless `allow_implausible`: lead times up to MAX_LEAD_TIME_HOURS, and x within `spec.guards`."""
     if not isinstance(x, np.ndarray):
         raise BadInputError(f"x must be a numpy.ndarray of shape {_shape(spec)}, got {type(x).__name__}")
     if x.dtype != np.float32:
@@ -36,7 +60,27 @@ def check_model_inputs(spec: ModelSpec, x: Any, lead_times: Any) -> tuple[np.nda
     spec.batch.check(batch)
     lead = _lead_times(lead_times, batch)
     _check_finite(spec, x)
+    if not allow_implausible:
+        check_lead_time_range(lead.tolist())
+        _check_guards(spec, x)
     return np.ascontiguousarray(x), lead
+
+
+def _check_guards(spec: ModelSpec, x: np.ndarray) -> None:
+    if not spec.guards:
+        return
+    low, high = x.min(axis=(0, 2, 3)), x.max(axis=(0, 2, 3))
+    parts = []
+    for i, guard in enumerate(spec.guards):
+        if guard is not None and (low[i] < guard[0] or high[i] > guard[1]):
+            outside = int(np.count_nonzero((x[:, i] < guard[0]) | (x[:, i] > guard[1])))
+            parts.append(f"{spec.variables[i]!r} {outside} cells outside {guard[0]:.4g}..{guard[1]:.4g} "
+                         f"(min {float(low[i]):.4g}, max {float(high[i]):.4g})")  # fmt: skip
+    if parts:
+        raise BadInputError(
+            f"implausible standardised x: {'; '.join(parts)} (each variable's plausible range, standardised, "
+            f"widened by {GUARD_WIDTHS:g} times its width); standardise physical fields first, or {OVERRIDE_HINT}"
+        )
 
 
 def _lead_times(lead_times: Any, batch: int) -> np.ndarray:

@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from climax_deploy.errors import BadInputError, ModelFileError
-from climax_deploy.inputs import check_model_inputs
+from climax_deploy.inputs import check_model_inputs, standardised_guards
 from climax_deploy.manifest import BatchSpec, Manifest
 
 # predict_batched splits a batch so that one call's activations stay within this many bytes (a model
@@ -54,11 +54,20 @@ class ModelSpec:
     grid: tuple[int, int]
     batch: BatchSpec = field(default_factory=BatchSpec.dynamic)
     precision: str = "fp32"
+    # Standardised interval each variable's x must lie in (climax_deploy.inputs.standardised_guards).
+    guards: tuple[tuple[float, float] | None, ...] = ()
 
     @classmethod
     def from_manifest(cls, manifest: Manifest) -> ModelSpec:
         m = manifest.model
-        return cls(m.variables, m.output_variables, m.grid, manifest.batch, manifest.precision)
+        stats = m.standardisation
+
+        def standardise(name: str, value: float) -> float:
+            mean, std = stats.mean_std(name)
+            return (value - mean) / (std + stats.eps)
+
+        guards = standardised_guards(m.variables, standardise)
+        return cls(m.variables, m.output_variables, m.grid, manifest.batch, manifest.precision, guards)
 
     @property
     def input_shape(self) -> tuple[int | str, ...]:
@@ -78,6 +87,8 @@ class Runner(abc.ABC):
         self.spec = spec
         self.manifest = manifest  # None for a PyTorch model built in memory
         self._closed = False
+        # Research runs only: accept lead times past the maximum and standardised x outside the guards.
+        self.allow_implausible = False
 
     @property
     def closed(self) -> bool:
@@ -87,7 +98,7 @@ class Runner(abc.ABC):
         """One batch the artifact accepts (see `spec.batch`); `predict_batched` takes any batch."""
         if self._closed:
             raise BadInputError(f"this {self.backend} runner was closed; load the model again")
-        x, lead_times = check_model_inputs(self.spec, x, lead_times)
+        x, lead_times = check_model_inputs(self.spec, x, lead_times, self.allow_implausible)
         y = self._predict_impl(x, lead_times)
         expected = (x.shape[0], len(self.spec.output_variables), *self.spec.grid)
         if y.shape != expected:  # a backend bug, never the user's fault: fail loudly

@@ -97,6 +97,8 @@ class PhysicalForecaster:
             self.runner = model
         else:
             self.runner = load(model, **load_options)
+        if allow_implausible:
+            self.runner.allow_implausible = True  # the research override reaches the runner's guards too
         self.spec = self.runner.spec
         self.manifest = self.runner.manifest
         if standardisation is not None:

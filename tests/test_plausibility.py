@@ -125,3 +125,25 @@ def test_stats_that_would_overflow_the_forecast_are_refused(tmp_path: Path) -> N
             read_json_stats(stats)
     stats.write_text(json.dumps({"pm25": [25.0, 15.0], "temp": [0.0, 1.0]}))
     assert read_json_stats(stats)["temp"] == (0.0, 1.0)
+
+
+def test_every_runner_guards_against_garbage_in_standardised_x(small_onnx) -> None:
+    """x = 1e30 or a field x 1000 through the library (or a served request) is one line, not an
+    all-inf forecast; random standardised fields pass; the research override lets it through."""
+    import numpy as np
+    import pytest
+
+    from climax_deploy.errors import BadInputError
+    from climax_deploy.runtime import load
+
+    with load(small_onnx, providers="cpu") as runner:
+        x = np.random.default_rng(0).standard_normal((1, 15, 32, 64)).astype(np.float32)
+        runner.predict(x, np.array([24.0], dtype=np.float32))
+        bad = x.copy()
+        bad[0, 2, :4] = 1e30  # temperature
+        with pytest.raises(BadInputError, match=r"implausible standardised x: 'temp' 256 cells outside"):
+            runner.predict(bad, np.array([24.0], dtype=np.float32))
+        with pytest.raises(BadInputError, match=r"lead times \[1e\+30\] h exceed the plausible maximum"):
+            runner.predict(x, np.array([1e30], dtype=np.float32))
+        runner.allow_implausible = True
+        assert runner.predict(x, np.array([300.0], dtype=np.float32)).shape == (1, 6, 32, 64)
