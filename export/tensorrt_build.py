@@ -31,6 +31,7 @@ import climax_deploy
 from climax_deploy.artifacts import check_outputs_distinct, check_writable, write_bytes_atomic
 from climax_deploy.errors import BadInputError, EngineBuildError
 from climax_deploy.export.attention_modes import attention_pass
+from climax_deploy.export.query_blocks import UnrollQueryBlocks
 from climax_deploy.export.tensorrt_profile import (
     ASSUMED_TENSORRT,
     BuildPlan,
@@ -90,8 +91,10 @@ def read_source(onnx_path: Path, options: BuildOptions) -> tuple[OnnxManifest, B
 
 
 def prepare_onnx(onnx_path: Path, attention: str) -> onnx.ModelProto:
-    """Load the exported model and apply the `--attention` mode's pass."""
+    """What build-engine hands TensorRT: the exported model with its query-block Loops unrolled (an fp32
+    export's; export/query_blocks.py says why) and the `--attention` mode's pass applied."""
     model = onnx.load(str(onnx_path))
+    model = UnrollQueryBlocks()(model).model
     return attention_pass(attention)(model).model
 
 
