@@ -186,6 +186,17 @@ def test_engine_from_another_tensorrt_or_gpu_is_refused(tmp_path: Path, small_on
     check_engine_compatibility(manifest, V10_13, None)  # no GPU query: the version check alone
 
 
+def test_version_compatible_plugin_engines_are_refused_in_one_line() -> None:
+    # NvInfer.h v11.1 ~11133 (v10.13.0 ~10217): version-compatible plans carry plugins as plugin libraries
+    # (setPluginsToSerialize); nothing documents an ahead-of-time Python plugin under the lean runtime.
+    for version in (V10_14, V11):
+        with pytest.raises(EngineBuildError, match="--version-compatible cannot carry the --attention plugin") as info:
+            plan_build("fp16", BuildOptions(attention="plugin", version_compatible=True), version)
+        assert "\n" not in str(info.value)
+    plan_build("fp16", BuildOptions(attention="native", version_compatible=True), V10_14)
+    plan_build("fp16", BuildOptions(attention="plugin"), V10_14)
+
+
 def test_version_compatible_engines_are_forward_compatible_only(tmp_path: Path, small_onnx: Path) -> None:
     options = BuildOptions(version_compatible=True, hardware_compatibility="ampere+")
     manifest = read_engine_manifest(_engine_with_manifest(tmp_path, small_onnx, options, V10_14))
