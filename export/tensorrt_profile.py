@@ -136,6 +136,12 @@ def trtexec_command(
         cmd.append("--stronglyTyped")
     if plan.fp16_flag:
         cmd.append("--fp16")
+    if not options.tf32:
+        cmd.append("--noTF32")  # trtexec enables TF32 unless told (samples/common/sampleEngines.cpp v11.1:618)
+    if options.attention == "native":
+        # The one IAttention (ElevationAttention's) may fall back to several kernels where no fused one
+        # applies: what build-engine sets through the API (mark_attention_decomposable).
+        cmd.append("--decomposableAttentions=*")
     if options.workspace_bytes:
         cmd.append(f"--memPoolSize=workspace:{max(1, options.workspace_bytes >> 20)}M")
     if options.timing_cache:

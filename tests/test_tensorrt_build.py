@@ -141,6 +141,20 @@ def test_trtexec_command_matches_the_options(tmp_path: Path) -> None:
     assert "--fp16" in flagged and "--stronglyTyped" not in flagged
 
 
+def test_trtexec_line_sets_tf32_and_decomposable_attention_as_build_engine_does() -> None:
+    # trtexec enables TF32 unless --noTF32 (samples/common/sampleEngines.cpp v11.1:618-621); build-engine's
+    # Polygraphy clears it unless --tf32. Native mode marks the IAttention decomposable through the API;
+    # trtexec's --decomposableAttentions=<names, one '*' wildcard> does the same walk (sampleEngines.cpp v11.1:283).
+    shapes = input_shapes(BatchSpec(1, 1, 2), 15, (32, 64))
+    plan = plan_build("fp16", BuildOptions(), V10_14)
+    default = trtexec_command(Path("m.onnx"), Path("m.engine"), BuildOptions(), plan, shapes)
+    assert "--noTF32" in default and not any(c.startswith("--decomposableAttentions") for c in default)
+    tf32 = trtexec_command(Path("m.onnx"), Path("m.engine"), BuildOptions(tf32=True), plan, shapes)
+    assert "--noTF32" not in tf32
+    native = trtexec_command(Path("m.onnx"), Path("m.engine"), BuildOptions(attention="native"), plan, shapes)
+    assert "--decomposableAttentions=*" in native
+
+
 # -- engine manifest and compatibility ---------------------------------------------------------------
 
 GPU = GpuRecord("NVIDIA H100 80GB HBM3", "9.0", 80 << 30)
