@@ -216,6 +216,7 @@ class BuildOptions:
     exclude_lean_runtime: bool = False  # with version_compatible: the plan carries no lean runtime
     workspace_bytes: int | None = None  # workspace memory-pool limit; None: TensorRT's
     timing_cache: str | None = None  # timing cache file, loaded if present and saved after
+    tf32: bool = False  # BuilderFlag.TF32: float32 GEMMs may round inputs to TF32 (trtexec without --noTF32)
 
     def __post_init__(self) -> None:
         if not 0 <= self.opt_level <= MAX_OPT_LEVEL:

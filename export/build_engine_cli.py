@@ -50,6 +50,9 @@ def build_parser() -> ArgParser:
                         "TensorRT's fused attention (TensorRT >= 10.14); plugin: the fused Triton plugin")  # fmt: skip
     p.add_argument("--precision", default="auto", choices=PRECISION_CHOICES,
                    help="auto (default): the graph's; fp16 on an fp32 graph uses TensorRT 10's FP16 flag")  # fmt: skip
+    p.add_argument("--tf32", action="store_true",
+                   help="let TensorRT use TF32 for float32 matrix products (BuilderFlag.TF32; default off: "
+                        "full float32, as check-parity grades it)")  # fmt: skip
     p.add_argument("--save-onnx", type=Path, metavar="FILE", help="also write the attention-rewritten ONNX")
     p.add_argument("--print-trtexec", action="store_true",
                    help="print the equivalent trtexec command (writing the rewritten ONNX it needs) and exit; "

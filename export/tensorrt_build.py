@@ -31,6 +31,7 @@ import climax_deploy
 from climax_deploy.artifacts import check_outputs_distinct, check_writable, write_bytes_atomic
 from climax_deploy.errors import BadInputError, EngineBuildError
 from climax_deploy.export.attention_modes import attention_pass
+from climax_deploy.export.query_blocks import UnrollQueryBlocks
 from climax_deploy.export.tensorrt_profile import (
     ASSUMED_TENSORRT,
     BuildPlan,
@@ -90,8 +91,10 @@ def read_source(onnx_path: Path, options: BuildOptions) -> tuple[OnnxManifest, B
 
 
 def prepare_onnx(onnx_path: Path, attention: str) -> onnx.ModelProto:
-    """Load the exported model and apply the `--attention` mode's pass."""
+    """What build-engine hands TensorRT: the exported model with its query-block Loops unrolled (an fp32
+    export's; export/query_blocks.py says why) and the `--attention` mode's pass applied."""
     model = onnx.load(str(onnx_path))
+    model = UnrollQueryBlocks()(model).model
     return attention_pass(attention)(model).model
 
 
@@ -163,6 +166,35 @@ def _parser_flags(attention: str) -> list[Any]:
     return [flag for flag in flags if flag is not None]
 
 
+def mark_attention_decomposable(network: Any) -> int:
+    """Let every IAttention of the parsed network fall back to several kernels where no fused one applies;
+    return how many were marked.
+
+    onnx-tensorrt's Attention importer leaves IAttention non-decomposable unless the node says
+    `TRT_decomposable` (an attribute ONNX Runtime and the ONNX checker reject on Attention-23), and
+    "By default, IAttention is not decomposable and TensorRT will try to use a single fused kernel"
+    (include/NvInfer.h v11.1:6904; setDecomposable v11.1:7084). Native mode hands it float32 Q/K/V
+    with a float32 additive mask (the fp32 softmax semantics, see attention_modes.attention23_function),
+    for which no fused kernel is documented, so it must be decomposable. The boundary layers reach their
+    IAttention through `.attention` and it takes `.decomposable` (python/src/infer/pyGraph.cpp v11.1:990,
+    965; v10.14:906, 893), the same walk trtexec's --decomposableAttentions does
+    (samples/common/sampleEngines.cpp v11.1:283-300).
+    """
+    import tensorrt as trt
+
+    # Looked up by name: IAttention came in TensorRT 10.14, after the 10.13 stubs mypy checks against
+    # (LayerType.ATTENTION_INPUT, IAttentionInputLayer: pyGraph.cpp v10.14 and v11.1:384, 993).
+    attention_input, boundary_class = getattr(trt.LayerType, "ATTENTION_INPUT"), getattr(trt, "IAttentionInputLayer")
+    marked = 0
+    for index in range(network.num_layers):
+        layer = network.get_layer(index)
+        if layer.type == attention_input:
+            layer.__class__ = boundary_class  # get_layer returns the base ILayer (as Polygraphy downcasts)
+            layer.attention.decomposable = True
+            marked += 1
+    return marked
+
+
 def _create_config(options: BuildOptions, plan: BuildPlan, shapes: Shapes, show_progress: bool) -> Any:
     import tensorrt as trt
     from polygraphy.backend.trt import CreateConfig, Profile
@@ -181,6 +213,7 @@ def _create_config(options: BuildOptions, plan: BuildPlan, shapes: Shapes, show_
         "version_compatible": options.version_compatible or None,
         "exclude_lean_runtime": options.exclude_lean_runtime or None,
         "progress_monitor": _progress_monitor(show_progress),
+        "tf32": options.tf32,  # Polygraphy clears BuilderFlag.TF32 unless asked (TensorRT sets it by default)
     }
     if plan.fp16_flag:
         kwargs["fp16"] = True  # TensorRT 10 only; plan_build refuses it on 11
@@ -250,6 +283,14 @@ def _build_with_polygraphy(
         else:
             network = NetworkFromOnnxBytes(model.SerializeToString(), strongly_typed=plan.strongly_typed,
                                            flags=_parser_flags(options.attention))  # fmt: skip
+        if options.attention == "native":
+            from polygraphy.backend.trt import PostprocessNetwork
+
+            def decomposable(network: Any) -> None:
+                if mark_attention_decomposable(network) != 1:
+                    raise EngineBuildError("expected one IAttention (ElevationAttention's) in the parsed network")
+
+            network = PostprocessNetwork(network, decomposable, name="decomposable attention")
         config = _create_config(options, plan, shapes, show_progress)
         build = EngineBytesFromNetwork(network, config=config,
                                        save_timing_cache=options.timing_cache)  # fmt: skip
@@ -354,6 +395,7 @@ __all__ = [
     "default_engine_path",
     "engine_manifest",
     "engine_versions",
+    "mark_attention_decomposable",
     "parser_flag_names",
     "plan_trtexec",
     "prepare_onnx",

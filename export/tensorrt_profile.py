@@ -90,6 +90,14 @@ def plan_build(graph_precision: str, options: BuildOptions, version: TensorRTVer
         )
     if options.attention == "plugin" and not version.has_python_plugins:
         raise EngineBuildError(f"--attention plugin needs TensorRT >= 10.9 (ahead-of-time Python plugins), not {version}")
+    if options.attention == "plugin" and options.version_compatible:
+        # NvInfer.h (v10.13.0 ~10217, v11.1 ~11133): version-compatible plans carry plugins only as plugin
+        # libraries (IBuilderConfig::setPluginsToSerialize); nothing documents that an ahead-of-time
+        # Python (QDP) kernel runs under the lean or dispatch runtime. Refused until a GPU run shows it does.
+        raise EngineBuildError(
+            "--version-compatible cannot carry the --attention plugin kernel (TensorRT serialises only plugin "
+            "libraries into version-compatible plans); use --attention inline or native, or drop --version-compatible"
+        )
     if graph_precision == "fp16":
         return BuildPlan("fp16", True, False, f"strongly typed fp16 graph with fp32 islands (TensorRT {version})")
     if requested == "fp16":
@@ -128,6 +136,12 @@ def trtexec_command(
         cmd.append("--stronglyTyped")
     if plan.fp16_flag:
         cmd.append("--fp16")
+    if not options.tf32:
+        cmd.append("--noTF32")  # trtexec enables TF32 unless told (samples/common/sampleEngines.cpp v11.1:618)
+    if options.attention == "native":
+        # The one IAttention (ElevationAttention's) may fall back to several kernels where no fused one
+        # applies: what build-engine sets through the API (mark_attention_decomposable).
+        cmd.append("--decomposableAttentions=*")
     if options.workspace_bytes:
         cmd.append(f"--memPoolSize=workspace:{max(1, options.workspace_bytes >> 20)}M")
     if options.timing_cache:

@@ -51,7 +51,9 @@ class OnnxRuntimeOptions:
     verify: bool = True  # check the manifest's sha256 before loading
     # TensorRT execution provider only (providers="tensorrt"):
     trt_cache_dir: str | os.PathLike[str] | None = None  # engine + timing cache folder (created); None: no cache
-    trt_fp16: bool = True  # let TensorRT pick fp16 kernels (trt_fp16_enable)
+    # trt_fp16_enable: let TensorRT pick fp16 kernels for float32 tensors. Off: an fp16 export's casts carry
+    # its types, and the flag would let TensorRT run its float32 islands in fp16 (refused for fp16 exports).
+    trt_fp16: bool = False
     trt_workspace_bytes: int | None = None  # TensorRT workspace limit (default: ONNX Runtime's)
 
 
@@ -117,9 +119,19 @@ def tensorrt_provider_options(options: OnnxRuntimeOptions) -> dict[str, str]:
     return provider
 
 
+def check_trt_fp16(precision: str, options: OnnxRuntimeOptions) -> None:
+    """BadInputError when trt_fp16 is asked for an fp16 export: its float32 islands (elevation normalisation,
+    bias + softmax, head) would be open to fp16 kernels, the loss they exist to prevent."""
+    if options.trt_fp16 and precision == "fp16":
+        raise BadInputError(
+            "trt_fp16 applies to fp32 exports only: an fp16 export's casts already choose fp16, and the flag would let "
+            "TensorRT run its float32 islands in fp16; drop trt_fp16"
+        )
+
+
 def session_providers(chosen: list[str], options: OnnxRuntimeOptions) -> list[str | tuple[str, dict[str, str]]]:
     """`chosen` as InferenceSession's `providers`: the TensorRT provider with its options, the others by name."""
-    trt_set = options.trt_cache_dir is not None or options.trt_workspace_bytes is not None or not options.trt_fp16
+    trt_set = options.trt_cache_dir is not None or options.trt_workspace_bytes is not None or options.trt_fp16
     if TENSORRT_PROVIDER not in chosen:
         if trt_set:
             raise BadInputError("trt_* options apply to the TensorRT provider only; add providers='tensorrt'")
@@ -143,6 +155,7 @@ class OnnxRuntimeRunner(Runner):
         if not path.is_file():
             raise ModelFileError(f"model file {path} does not exist")
         manifest = read_onnx_manifest(path, verify=options.verify)
+        check_trt_fp16(manifest.precision, options)
         super().__init__(ModelSpec.from_manifest(manifest), manifest)
         self.path = path
         self.options = options

@@ -70,6 +70,21 @@ def small_external_onnx(tmp_path_factory: pytest.TempPathFactory, small_model: C
     return path
 
 
+@pytest.fixture(scope="session")
+def small_wind_exports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The small-wind preset (the smallest grid with the wind-following scan) exported in fp32 and fp16,
+    once per run; tests must not modify them."""
+    from climax_deploy.export import ExportOptions, Provenance, export_onnx
+
+    model = build_model("small-wind", seed=0)
+    folder = tmp_path_factory.mktemp("small_wind")
+    paths = {}
+    for precision in ("fp32", "fp16"):
+        paths[precision] = folder / f"small_wind_{precision}.onnx"
+        export_onnx(model, paths[precision], ExportOptions(precision=precision), Provenance(preset="small-wind", seed=0))
+    return paths
+
+
 @pytest.fixture
 def small_inputs(small_model: ClimaX) -> tuple[np.ndarray, np.ndarray]:
     """A batch of two standardised samples (mountain, flat) and their lead times."""

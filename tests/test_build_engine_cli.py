@@ -117,6 +117,20 @@ def test_print_trtexec_refuses_what_the_target_tensorrt_cannot_do(model: Path) -
     assert result.returncode == 0 and "--fp16" in result.stdout and "deprecated" in result.stdout
 
 
+def test_tf32_is_an_explicit_option_carried_to_the_trtexec_line(model: Path) -> None:
+    off = run(model, "--print-trtexec", "--target-tensorrt", "10.14")
+    on = run(model, "--tf32", "--print-trtexec", "--target-tensorrt", "10.14")
+    assert off.returncode == on.returncode == 0, off.stderr + on.stderr
+    assert "--noTF32" in off.stdout and "--noTF32" not in on.stdout
+
+
+def test_version_compatible_plugin_exits_2_in_one_line(model: Path) -> None:
+    result = run(model, "--attention", "plugin", "--version-compatible", "--print-trtexec")
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "--version-compatible cannot carry the --attention plugin" in lines[0], result.stderr
+
+
 def test_print_trtexec_plugin_notes_the_limitation(model: Path) -> None:
     result = run(model, "--attention", "plugin", "--print-trtexec")
     assert result.returncode == 0

@@ -57,7 +57,7 @@ def test_provider_options_as_onnx_runtime_parses_them(tmp_path: Path) -> None:
     opts = tensorrt_provider_options(OnnxRuntimeOptions(providers="tensorrt", trt_cache_dir=cache,
                                                         trt_workspace_bytes=2**30))  # fmt: skip
     assert opts == {
-        "trt_fp16_enable": "1",
+        "trt_fp16_enable": "0",
         "trt_max_workspace_size": str(2**30),
         "trt_engine_cache_enable": "1",
         "trt_engine_cache_path": str(cache),
@@ -67,7 +67,18 @@ def test_provider_options_as_onnx_runtime_parses_them(tmp_path: Path) -> None:
     assert set(opts) <= ORT_TRT_OPTION_NAMES
     assert all(isinstance(v, str) for v in opts.values())  # ProviderOptions is a string -> string map
     assert cache.is_dir()  # created, parents too
-    assert tensorrt_provider_options(OnnxRuntimeOptions(trt_fp16=False)) == {"trt_fp16_enable": "0"}  # no cache
+    assert tensorrt_provider_options(OnnxRuntimeOptions(trt_fp16=True)) == {"trt_fp16_enable": "1"}  # no cache
+
+
+def test_trt_fp16_is_off_by_default_and_refused_for_fp16_exports() -> None:
+    from climax_deploy.runtime.onnxruntime_backend import check_trt_fp16
+
+    assert OnnxRuntimeOptions().trt_fp16 is False
+    check_trt_fp16("fp16", OnnxRuntimeOptions(providers="tensorrt"))
+    check_trt_fp16("fp32", OnnxRuntimeOptions(providers="tensorrt", trt_fp16=True))
+    with pytest.raises(BadInputError, match="trt_fp16 applies to fp32 exports only") as info:
+        check_trt_fp16("fp16", OnnxRuntimeOptions(providers="tensorrt", trt_fp16=True))
+    assert "\n" not in str(info.value)
 
 
 def test_relative_cache_dir_becomes_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

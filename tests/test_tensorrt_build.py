@@ -141,6 +141,20 @@ def test_trtexec_command_matches_the_options(tmp_path: Path) -> None:
     assert "--fp16" in flagged and "--stronglyTyped" not in flagged
 
 
+def test_trtexec_line_sets_tf32_and_decomposable_attention_as_build_engine_does() -> None:
+    # trtexec enables TF32 unless --noTF32 (samples/common/sampleEngines.cpp v11.1:618-621); build-engine's
+    # Polygraphy clears it unless --tf32. Native mode marks the IAttention decomposable through the API;
+    # trtexec's --decomposableAttentions=<names, one '*' wildcard> does the same walk (sampleEngines.cpp v11.1:283).
+    shapes = input_shapes(BatchSpec(1, 1, 2), 15, (32, 64))
+    plan = plan_build("fp16", BuildOptions(), V10_14)
+    default = trtexec_command(Path("m.onnx"), Path("m.engine"), BuildOptions(), plan, shapes)
+    assert "--noTF32" in default and not any(c.startswith("--decomposableAttentions") for c in default)
+    tf32 = trtexec_command(Path("m.onnx"), Path("m.engine"), BuildOptions(tf32=True), plan, shapes)
+    assert "--noTF32" not in tf32
+    native = trtexec_command(Path("m.onnx"), Path("m.engine"), BuildOptions(attention="native"), plan, shapes)
+    assert "--decomposableAttentions=*" in native
+
+
 # -- engine manifest and compatibility ---------------------------------------------------------------
 
 GPU = GpuRecord("NVIDIA H100 80GB HBM3", "9.0", 80 << 30)
@@ -184,6 +198,17 @@ def test_engine_from_another_tensorrt_or_gpu_is_refused(tmp_path: Path, small_on
     with pytest.raises(ModelFileError, match=r"compute capability 9\.0.*8\.9"):
         check_engine_compatibility(manifest, V10_13, GpuRecord("NVIDIA L4", "8.9", 24 << 30))
     check_engine_compatibility(manifest, V10_13, None)  # no GPU query: the version check alone
+
+
+def test_version_compatible_plugin_engines_are_refused_in_one_line() -> None:
+    # NvInfer.h v11.1 ~11133 (v10.13.0 ~10217): version-compatible plans carry plugins as plugin libraries
+    # (setPluginsToSerialize); nothing documents an ahead-of-time Python plugin under the lean runtime.
+    for version in (V10_14, V11):
+        with pytest.raises(EngineBuildError, match="--version-compatible cannot carry the --attention plugin") as info:
+            plan_build("fp16", BuildOptions(attention="plugin", version_compatible=True), version)
+        assert "\n" not in str(info.value)
+    plan_build("fp16", BuildOptions(attention="native", version_compatible=True), V10_14)
+    plan_build("fp16", BuildOptions(attention="plugin"), V10_14)
 
 
 def test_version_compatible_engines_are_forward_compatible_only(tmp_path: Path, small_onnx: Path) -> None:

@@ -234,19 +234,6 @@ def test_author_layout_checkpoint_round_trip_keeps_the_scan(tmp_path: Path) -> N
 # --- exports -----------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def small_wind_exports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    from climax_deploy.export import ExportOptions, Provenance, export_onnx
-
-    model = build_model("small-wind", seed=0)
-    folder = tmp_path_factory.mktemp("small_wind")
-    paths = {}
-    for precision in ("fp32", "fp16"):
-        paths[precision] = folder / f"small_wind_{precision}.onnx"
-        export_onnx(model, paths[precision], ExportOptions(precision=precision), Provenance(preset="small-wind", seed=0))
-    return paths
-
-
 def _wind_batch(n: int, seed: int = 0) -> np.ndarray:
     names, u, v = stack_cases(wind_cases((128, 128), seed))
     x = np.random.default_rng(seed).standard_normal((n, 15, 128, 128)).astype(np.float32)
