@@ -138,7 +138,7 @@ def check_plausible(fields: Mapping[str, np.ndarray], valid: np.ndarray | None =
 
 def check_lead_time_range(lead_times: Sequence[float]) -> None:
     """BadInputError for lead times beyond MAX_LEAD_TIME_HOURS (training used 12..96 h)."""
-    far = [h for h in lead_times if h > MAX_LEAD_TIME_HOURS]
+    far = [float(f"{h:.6g}") for h in lead_times if h > MAX_LEAD_TIME_HOURS]
     if far:
         raise BadInputError(
             f"lead times {far[:5]} h exceed the plausible maximum {MAX_LEAD_TIME_HOURS:g} h (the model was "
