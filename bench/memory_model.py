@@ -116,13 +116,11 @@ def engine_memory(config: ModelConfig, mode: str, batch: int = 1) -> EngineMemor
 
 def grid_config(config: ModelConfig, patches: int) -> ModelConfig:
     """`config` on a grid of `patches` patches, rows x cols = r x 2r (the full preset's 1:2 aspect)."""
-    import dataclasses
-
     from climax_deploy.bench.scaling import patch_grid
 
     rows, cols = patch_grid(patches)
     p = config.patch_size
-    return dataclasses.replace(config, img_size=(rows * p, cols * p), name=f"{config.name}-{patches}")
+    return config.on_image((rows * p, cols * p), f"{config.name}-{patches}")
 
 
 def largest_fit(config: ModelConfig, mode: str, budget: int = GPU_BYTES, batch: int = 1) -> int:

@@ -64,7 +64,7 @@ def series_config(base: ModelConfig, grid: tuple[int, int]) -> ModelConfig:
     rows, cols = grid
     p = base.patch_size
     name = f"w{base.embed_dim}-d{base.depth}-h{base.num_heads}-{rows}x{cols}"
-    return dataclasses.replace(base, img_size=(rows * p, cols * p), name=name)
+    return base.on_image((rows * p, cols * p), name)
 
 
 def narrow_config() -> ModelConfig:

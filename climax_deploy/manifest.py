@@ -34,7 +34,7 @@ from climax_deploy.schema import (
 from climax_deploy.standardisation import Standardisation, check_stats
 
 FORMAT = "climax-deploy/manifest"
-SCHEMA_VERSION = 3  # 3: model.lat and model.lon (the training grid's coordinates)
+SCHEMA_VERSION = 4  # 4: model.config.wind_scan (the wind-following patch scan is part of the model)
 METADATA_KEY = "climax_deploy.manifest"  # the manifest embedded in an ONNX file's metadata_props
 CONTENT_KEY = "content_sha256"  # sha256 of the manifest's canonical JSON without this field
 ONNX_KIND = "onnx"
@@ -447,6 +447,9 @@ def _model(f: _Fields) -> ModelRecord:
     config = m.get("config")
     if not isinstance(config, Mapping):
         raise m._bad("config", "an object (the model config)", config)
+    if not isinstance(config.get("wind_scan"), bool):
+        raise m._bad("config.wind_scan", "true or false (whether the model runs the wind-following scan)",
+                     config.get("wind_scan"))  # fmt: skip
     return ModelRecord(
         variables=variables,
         output_variables=m.names("output_variables"),

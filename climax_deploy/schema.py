@@ -28,6 +28,8 @@ CUSTOM_OP = "ElevationAttention"
 CUSTOM_OP_VERSION = 1
 # Plain multi-head attention of blocks 1.., also a custom node so passes can pick its body per target.
 SELF_ATTENTION_OP = "SelfAttention"
+# The wind-following scan's token order (docs/model.md): float32 only, so TensorRT runs it as it is.
+WIND_SCAN_OP = "WindScanOrder"
 
 # The author's data loader standardises every variable as (x - mean) / (std + 1e-8) with these fixed
 # (mean, std) pairs, in physical units (docs/model.md). Model inputs and outputs are standardised.

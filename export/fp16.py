@@ -2,6 +2,8 @@
 
 The heavy compute (MatMul, Gemm, Conv, element-wise ops, GELU) runs in float16. These stay float32,
 because float16 breaks physics or stability there:
+- the wind-following scan: the u and v fields it averages per region, and its function body (its
+  order turns on the last bit of a float32 angle);
 - the elevation path: the elevation channel's 2x2 averaging and the per-sample min-max normalisation
   (every node feeding ElevationAttention's `elevation` input). A 5,000 m plateau with centimetre
   relief is ~2.05 +- 5e-6 in the data loader's standardised units; float16's spacing at 2.05 is 2e-3,
@@ -29,6 +31,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from climax_deploy.errors import ExportError
 from climax_deploy.export.passes import GraphPass, PassResult, elevation_functions, elevation_nodes
+from climax_deploy.schema import CUSTOM_DOMAIN, WIND_SCAN_OP
 
 FLOAT = TensorProto.FLOAT
 FLOAT16 = TensorProto.FLOAT16
@@ -94,9 +97,21 @@ def output_head(model: onnx.ModelProto) -> set[int]:
 
 def elevation_island(model: onnx.ModelProto) -> set[int]:
     """Indices of the nodes that compute ElevationAttention's elevation and beta inputs."""
+    return _producers(model, [name for node in elevation_nodes(model) for name in node.input[3:5]])
+
+
+def wind_scan_island(model: onnx.ModelProto) -> set[int]:
+    """Indices of the WindScanOrder node and of the nodes that compute its wind inputs: the order is
+    decided by the last bit of a float32 angle, so the wind it averages stays float32."""
+    scan = {i for i, node in enumerate(model.graph.node) if node.domain == CUSTOM_DOMAIN and node.op_type == WIND_SCAN_OP}
+    return scan | _producers(model, [name for i in scan for name in model.graph.node[i].input])
+
+
+def _producers(model: onnx.ModelProto, names: list[str]) -> set[int]:
+    """Indices of the nodes that `names` depend on (transitively)."""
     producer = {out: i for i, node in enumerate(model.graph.node) for out in node.output}
     island: set[int] = set()
-    stack = [name for node in elevation_nodes(model) for name in node.input[3:5]]
+    stack = list(names)
     while stack:
         i = producer.get(stack.pop())
         if i is None or i in island:
@@ -139,7 +154,7 @@ class ConvertToFp16(GraphPass):
     def call(self, model: onnx.ModelProto) -> PassResult:
         types = float_tensor_types(model)
         graph = model.graph
-        island = elevation_island(model) | output_head(model)
+        island = elevation_island(model) | wind_scan_island(model) | output_head(model)
         wants = self._consumer_wants(model, types, island)
         plan = _Plan()
         io_dtype = FLOAT if self.keep_io_types else FLOAT16
@@ -183,10 +198,10 @@ class ConvertToFp16(GraphPass):
 
     def ensures(self, model: onnx.ModelProto) -> None:
         types = float_tensor_types(model)
-        for index in elevation_island(model):
+        for index in elevation_island(model) | wind_scan_island(model):
             for out in model.graph.node[index].output:
                 if types.get(out, FLOAT) != FLOAT:
-                    raise ExportError(f"elevation path tensor {out!r} is float16; it must stay float32")
+                    raise ExportError(f"elevation or wind-scan path tensor {out!r} is float16; it must stay float32")
         for node in model.graph.node:
             if node.op_type in FP32_ISLAND_OPS and any(types.get(o, FLOAT) != FLOAT for o in node.output):
                 raise ExportError(f"{node.op_type} node {node.name!r} computes in float16; it must stay float32")
@@ -408,6 +423,7 @@ def island_description() -> list[str]:
     """Human-readable list of what stays float32 (recorded in the model's metadata)."""
     return [
         "elevation averaging and min-max normalisation",
+        "wind-following scan (region mean wind, angle, order)",
         "ElevationAttention bias and softmax",
         "output head (after the last LayerNormalization)",
         *sorted(FP32_ISLAND_OPS),

@@ -30,6 +30,7 @@ from climax_deploy.export.attention_layout import DEFAULT_BLOCK_ELEMENTS, Attent
 from climax_deploy.export.elevation_function import AttachElevationFunction
 from climax_deploy.export.passes import DEFAULT_OPSET, GraphPass, elevation_functions, elevation_nodes, run_passes
 from climax_deploy.export.shape_compat import shape_compat_passes
+from climax_deploy.export.wind_scan_function import AttachWindScanFunction
 from climax_deploy.manifest import (
     PRECISIONS,
     BatchSpec,
@@ -165,10 +166,13 @@ def attention_layout(model: ClimaX, options: ExportOptions) -> AttentionLayout:
     return AttentionLayout(cfg.num_heads, cfg.head_dim, chunk, block)
 
 
-def export_passes(layout: AttentionLayout, precision: str = "fp32") -> list[GraphPass]:
-    """Attach the ElevationAttention function, expand SelfAttention; for fp16, cast with fp32 islands;
-    last, keep the graph readable by ONNX Runtime's symbolic_shape_infer (export/shape_compat.py)."""
+def export_passes(layout: AttentionLayout, precision: str = "fp32", model: ClimaX | None = None) -> list[GraphPass]:
+    """Attach the ElevationAttention function (and the WindScanOrder function of `model`'s scan), expand
+    SelfAttention; for fp16, cast with fp32 islands; last, keep the graph readable by ONNX Runtime's
+    symbolic_shape_infer (export/shape_compat.py)."""
     passes: list[GraphPass] = [AttachElevationFunction(layout), ExpandSelfAttention(layout)]
+    if model is not None:
+        passes.insert(0, AttachWindScanFunction(model.wind_scan, model.config.img_size))
     if precision == "fp16":
         from climax_deploy.export.fp16 import ConvertToFp16
 
@@ -316,7 +320,7 @@ def export_onnx(
         proto = trace_to_onnx(model, options)
     fp16 = " and casting to fp16 (fp32 islands)" if options.precision == "fp16" else ""
     with progress.stage(f"attaching the ElevationAttention function{fp16}"):
-        proto = run_passes(proto, export_passes(layout, options.precision)).model
+        proto = run_passes(proto, export_passes(layout, options.precision, model)).model
         check_contract(proto)
     manifest = OnnxManifest(
         precision=options.precision,

@@ -214,15 +214,21 @@ def infer_config(
     base: ModelConfig | None,
     source: str = "hparams",
     checkpoint: str | Path = "checkpoint",
+    parallel_embed: bool | None = None,
 ) -> ModelConfig:
     """The checkpoint's architecture: the weights, then its hyper-parameters, then `base`.
 
     The weights give depth, width, patch size and MLP ratio (hyper-parameters that contradict them are
     refused). Heads, grid and variables come from the hyper-parameters; what they do not state comes
     from `base`. The heads are invisible in the weights, so without hyper-parameters giving them and
-    without a `base` (a preset or config chosen explicitly) the checkpoint is refused.
+    without a `base` (a preset or config chosen explicitly) the checkpoint is refused. The wind-following
+    scan is on exactly when the author's code turns it on: never with per-variable embeddings
+    (`parallel_embed` False: `token_embeds.{i}.proj`), else as `parallel_patch_embed` in the
+    hyper-parameters says, else as `base` says.
     """
     settings = hparams_settings(hparams, source) if hparams else {}
+    if parallel_embed is False:
+        settings["wind_scan"] = False
     seen = weight_settings(state)
     for key in ("depth", "embed_dim", "patch_size"):
         if key in settings and key in seen and settings[key] != seen[key]:
@@ -234,7 +240,7 @@ def infer_config(
         raise heads_unknown(checkpoint)
     updates = {**settings, **{k: v for k, v in seen.items() if k in ("depth", "embed_dim", "patch_size", "mlp_ratio")}}
     config = replace_settings(
-        base if base is not None else PRESETS["full"], updates, source if settings else str(checkpoint)
+        base if base is not None else PRESETS["full"], updates, source if hparams else str(checkpoint)
     )
     weights_v = seen.get("num_variables")
     if weights_v is not None and weights_v != len(config.variables):
@@ -261,13 +267,14 @@ def load_checkpoint(
     """
     path = Path(checkpoint)
     raw, stored = read_checkpoint(path)
+    parallel = not any(_PER_VAR_EMBED.match(key) for key in raw)
     state = to_parallel_patch_embed(raw)
     found, source = find_hparams(path, stored, hparams)
     if hparams is not None and stored:
         _check_agreement(
             hparams_settings(found, source), hparams_settings(stored, f"{path}'s hyper_parameters"), source
         )
-    return infer_config(state, found, base, source, path), state
+    return infer_config(state, found, base, source, path, parallel), state
 
 
 def _check_agreement(given: Mapping[str, Any], stored: Mapping[str, Any], source: str) -> None:

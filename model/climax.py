@@ -16,16 +16,22 @@ from climax_deploy.model.layers import (
     sincos_2d,
 )
 from climax_deploy.model.physics_attention import AttentionImpl, normalise_elevations, patch_elevations
+from climax_deploy.model.wind_scan import WindScan
 
 
 class ClimaX(nn.Module):
-    """ClimaX as the author's code uses it, with physics-guided attention in the first block only.
+    """The author's ClimaX, with physics-guided attention in the first block only.
 
     The implementation is chosen per call, never stored at construction time, so one module serves
     as reference, fast path and export source: `literal` computes the author's code's formulas as written;
     `fused` uses the bias-form physics attention and folds the patch embedding into the variable
     aggregation (exact algebra, ~0.29 TFLOP less at full size); `onnx` is `fused` with the attention
-    of every block emitted as a climax custom node for torch.onnx.export.
+    of every block and the wind-following scan's token order emitted as climax custom nodes for
+    torch.onnx.export.
+
+    With `config.wind_scan`, the tokens are reordered by the wind right after the embedding and never
+    put back: position embedding, the physics attention's row-major elevations and the head all see
+    the reordered tokens, as in the author's training code (model/wind_scan.py).
     """
 
     def __init__(self, config: ModelConfig) -> None:
@@ -52,6 +58,7 @@ class ClimaX(nn.Module):
         self.norm = nn.LayerNorm(D)
         self.head = nn.Linear(D, V * c.patch_size**2)
         self.register_buffer("target_indices", torch.tensor(c.output_indices), persistent=False)
+        self.wind_scan = WindScan(c.grid) if c.wind_scan else None
         assert self.pos_embed.shape[1] == L
 
     def elevation_patches(self, x: torch.Tensor) -> torch.Tensor:
@@ -61,11 +68,13 @@ class ClimaX(nn.Module):
     def forward(self, x: torch.Tensor, lead_times: torch.Tensor, attention: AttentionImpl = "fused") -> torch.Tensor:
         """x [B, V, H, W] standardised fields, lead_times [B] in hours -> [B, len(outputs), H, W]."""
         elevation = self.elevation_patches(x)  # [B, N]
-        if attention == "literal":  # the author's code's computation, step by step
+        if attention == "literal":  # the author's computation, step by step
             tokens = self.token_embeds(x) + self.var_embed.unsqueeze(2)  # [B, V, L, D]
             h = self.var_agg(self.var_query, tokens)  # [B, L, D]
         else:  # the same function with the embedding folded into the aggregation
             h = folded_embed_aggregate(x, self.token_embeds, self.var_embed, self.var_query, self.var_agg)
+        if self.wind_scan is not None:  # per-token embedding and aggregation commute with the reordering
+            h = self.wind_scan(h, x, onnx=attention == "onnx")
         h = h + self.pos_embed
         h = h + self.lead_time_embed(lead_times.to(h.dtype).unsqueeze(-1)).unsqueeze(1)
         h = self.blocks[0](h, elevation, attention)

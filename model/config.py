@@ -26,6 +26,9 @@ class ModelConfig:
     num_heads: int = 8
     mlp_ratio: float = 4.0
     beta_init: float = 3.0  # initial elevation_barrier_strength
+    # The author's wind-following patch scan (model/wind_scan.py): on in every model the author's code
+    # builds with `parallel_patch_embed: true` and u, v among the variables.
+    wind_scan: bool = True
     variables: tuple[str, ...] = VARIABLES
     outputs: tuple[str, ...] = OUTPUTS
     name: str = field(default="custom", compare=False)
@@ -51,6 +54,8 @@ class ModelConfig:
             missing = [o for o in self.outputs if o not in self.variables]
             if missing:
                 problems.append(f"outputs {missing} are not among the variables")
+            if self.wind_scan:
+                problems.extend(_scan_problems(self))
         if problems:
             raise BadInputError("invalid model config: " + "; ".join(problems))
 
@@ -75,6 +80,15 @@ class ModelConfig:
     @property
     def output_indices(self) -> tuple[int, ...]:
         return tuple(self.variables.index(o) for o in self.outputs)
+
+    def on_image(self, img_size: tuple[int, int], name: str) -> ModelConfig:
+        """This architecture on another image size (scaling studies); the wind-following scan stays on
+        only where the new patch grid allows it (multiples of 32 patches each way)."""
+        from climax_deploy.model.wind_scan import scan_grid_problem
+
+        p = self.patch_size
+        scan = self.wind_scan and scan_grid_problem((img_size[0] // p, img_size[1] // p)) is None
+        return dataclasses.replace(self, img_size=img_size, wind_scan=scan, name=name)
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -105,6 +119,19 @@ def as_written(value: Any) -> str:
     return repr(list(value) if isinstance(value, tuple) else value)
 
 
+def _scan_problems(c: ModelConfig) -> list[str]:
+    """Why the wind-following scan cannot run on this config (wind_scan: true)."""
+    from climax_deploy.model.wind_scan import scan_grid_problem
+
+    problems = []
+    if not {"u", "v"} <= set(c.variables):
+        problems.append(f"wind_scan: the scan reads the wind (u, v) but the variables are {list(c.variables)}")
+    grid_problem = scan_grid_problem(c.grid)
+    if grid_problem:
+        problems.append(f"wind_scan: {grid_problem}; set wind_scan: false for a model trained without it")
+    return problems
+
+
 def _field_problems(c: ModelConfig) -> list[str]:
     """Each field against its expected type and range, named, with the value that came."""
     problems = []
@@ -119,6 +146,8 @@ def _field_problems(c: ModelConfig) -> list[str]:
         problems.append(f"mlp_ratio: expected a number > 0, got {as_written(c.mlp_ratio)}")
     if not _is_number(c.beta_init):
         problems.append(f"beta_init: expected a finite number, got {as_written(c.beta_init)}")
+    if not isinstance(c.wind_scan, bool):
+        problems.append(f"wind_scan: expected true or false, got {as_written(c.wind_scan)}")
     for key in ("variables", "outputs"):
         names = getattr(c, key)
         if not (isinstance(names, tuple) and names and all(isinstance(n, str) for n in names)):
@@ -127,10 +156,14 @@ def _field_problems(c: ModelConfig) -> list[str]:
 
 
 PRESETS: dict[str, ModelConfig] = {
-    # The author's code's model: 128 x 256 grid, 2 x 2 patches -> 8192 patches.
-    "full": ModelConfig(name="full"),
-    # Same structure, small enough for unit tests: 16 x 32 = 512 patches.
-    "small": ModelConfig(img_size=(32, 64), embed_dim=128, depth=2, num_heads=4, name="small"),
+    # The author's model: 128 x 256 grid, 2 x 2 patches -> 8192 patches, the wind-following scan on.
+    "full": ModelConfig(wind_scan=True, name="full"),
+    # Same structure, small enough for unit tests: 16 x 32 = 512 patches. Without the wind-following
+    # scan: it needs patch rows and columns in multiples of 32 (the author's 32 x 32 regions).
+    "small": ModelConfig(img_size=(32, 64), embed_dim=128, depth=2, num_heads=4, wind_scan=False, name="small"),
+    # The smallest grid on which the scan reorders in two dimensions: 64 x 64 patches, 2 x 2 per region.
+    "small-wind": ModelConfig(img_size=(128, 128), embed_dim=64, depth=2, num_heads=4, wind_scan=True,
+                              name="small-wind"),
 }
 
 
@@ -186,6 +219,8 @@ def load_config_file(path: str | Path) -> ModelConfig:
 # Keys of the author's `model` section this toolkit reads; the rest (decoder_depth, drop_path, ...)
 # do not change the function computed at inference or are visible in the weights.
 HPARAMS_MODEL_KEYS = ("img_size", "patch_size", "embed_dim", "depth", "num_heads", "mlp_ratio")
+# The author's switch that builds ParallelVarPatchEmbedWind, whose wind-following scan is on by default.
+PARALLEL_PATCH_EMBED_KEY = "parallel_patch_embed"
 # Where the author's configs list the input variables and the predicted ones, in order of preference.
 HPARAMS_VARIABLE_KEYS = (("data", "variables"), ("data", "in_variables"), ("model", "default_vars"))
 HPARAMS_OUTPUT_KEYS = (("data", "target_variables"), ("data", "out_variables"), ("data", "outputs"))
@@ -287,6 +322,8 @@ def hparams_settings(hparams: Mapping[str, Any], source: str) -> dict[str, Any]:
             if key in sections[section]:
                 settings[field_name] = _names(sections[section][key], f"{section}.{key}", source)
                 break
+    # The author's ClimaX defaults to parallel_patch_embed=False (per-variable embeddings, no scan).
+    settings["wind_scan"] = _truthy(model.get(PARALLEL_PATCH_EMBED_KEY, False))
     unknown = [v for v in settings.get("variables", ()) if v not in STANDARDISATION]
     if unknown:
         raise BadInputError(f"{source}: unknown variables {unknown}; expected names from {list(VARIABLES)}")
@@ -298,7 +335,15 @@ def hparams_settings(hparams: Mapping[str, Any], source: str) -> dict[str, Any]:
 
 
 def replace_settings(base: ModelConfig, settings: Mapping[str, Any], source: str) -> ModelConfig:
-    """`base` with `settings` applied; an invalid result names where the settings came from."""
+    """`base` with `settings` applied; an invalid result names where the settings came from.
+
+    `wind_scan` follows the author's rule: the parallel patch embedding scans when u and v are among
+    the variables (their var ids 0 and 1 are in `vars`), and never otherwise.
+    """
+    settings = dict(settings)
+    if settings.get("wind_scan"):
+        variables = settings.get("variables", base.variables)
+        settings["wind_scan"] = {"u", "v"} <= set(variables)
     try:
         return dataclasses.replace(base, **settings)
     except BadInputError as exc:

@@ -51,7 +51,7 @@ def test_lightning_checkpoint_round_trip(tmp_path, per_variable: bool) -> None:
 
 
 def test_plain_state_dict_infers_depth_and_width(tmp_path) -> None:
-    source = build_model({"img_size": [32, 64], "embed_dim": 64, "depth": 3, "num_heads": 4})
+    source = build_model({"img_size": [32, 64], "embed_dim": 64, "depth": 3, "num_heads": 4, "wind_scan": False})
     path = tmp_path / "plain.pt"
     torch.save(source.state_dict(), path)
     loaded = build_model("small", checkpoint=path)  # small says width 128, depth 2: the file wins
@@ -79,7 +79,7 @@ def _author_hparams(model: torch.nn.Module, **model_keys: Any) -> dict[str, Any]
     """What the author's Lightning module stores via save_hyperparameters(): its whole config."""
     c = model.config
     net = {"img_size": list(c.img_size), "patch_size": c.patch_size, "embed_dim": c.embed_dim, "depth": c.depth,
-           "num_heads": c.num_heads, "mlp_ratio": c.mlp_ratio, "decoder_depth": 2, "parallel_patch_embed": True,
+           "num_heads": c.num_heads, "mlp_ratio": c.mlp_ratio, "decoder_depth": 2, "parallel_patch_embed": c.wind_scan,
            "drop_path": 0.1, **model_keys}  # fmt: skip
     data = {"variables": list(c.variables), "target_variables": list(c.outputs), "batch_size": 4, "pin_memory": True}
     return {"config": {"model": net, "data": data, "train": {"lr": 5e-4, "max_epochs": 50}}}
@@ -102,7 +102,7 @@ def _same_output(a: torch.nn.Module, b: torch.nn.Module) -> bool:
 
 
 # A grid and head count no preset has: before, these checkpoints failed to load or loaded with 8 heads.
-ODD = {"img_size": [16, 32], "embed_dim": 64, "depth": 2, "num_heads": 2}
+ODD = {"img_size": [16, 32], "embed_dim": 64, "depth": 2, "num_heads": 2, "wind_scan": False}
 
 
 def test_author_hyper_parameters_give_heads_and_grid(tmp_path: Path) -> None:

@@ -126,7 +126,7 @@ def test_bad_output_name_and_batch(tmp_path: Path, small_model) -> None:
 
 def test_export_model_records_config_and_stats_files(tmp_path: Path) -> None:
     config = tmp_path / "tiny.json"
-    config.write_text(json.dumps({"img_size": [16, 32], "embed_dim": 64, "depth": 1, "num_heads": 4}))
+    config.write_text(json.dumps({"img_size": [16, 32], "embed_dim": 64, "depth": 1, "num_heads": 4, "wind_scan": False}))
     stats = tmp_path / "stats.json"
     stats.write_text(json.dumps({"pm25": [40.0, 30.0]}))
     manifest = export_model(config, tmp_path / "tiny.onnx", seed=3, stats_file=stats)
@@ -160,7 +160,7 @@ def test_export_model_checks_inputs_before_building(tmp_path: Path, monkeypatch:
 
 
 def test_depth_six_config_exports(tmp_path: Path) -> None:
-    model = build_model({"img_size": [16, 32], "embed_dim": 64, "depth": 6, "num_heads": 4})
+    model = build_model({"img_size": [16, 32], "embed_dim": 64, "depth": 6, "num_heads": 4, "wind_scan": False})
     export_onnx(model, tmp_path / "d6.onnx")
     assert len(elevation_nodes(onnx.load(tmp_path / "d6.onnx"))) == 1
 

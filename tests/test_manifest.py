@@ -41,7 +41,7 @@ def model_record(**changes: Any) -> ModelRecord:
         lon=domain_coordinates((32, 64))[1],
         patch_size=2,
         num_patches=512,
-        config={"img_size": [32, 64], "embed_dim": 128},
+        config={"img_size": [32, 64], "embed_dim": 128, "wind_scan": False},
         standardisation=Standardisation.defaults(VARIABLES),
         seed=0,
         preset="small",

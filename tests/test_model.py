@@ -189,8 +189,8 @@ def test_seeded_init_is_reproducible() -> None:
 
 
 def test_config_files(tmp_path) -> None:
-    (tmp_path / "d6.json").write_text(json.dumps({"depth": 6, "img_size": [16, 32], "embed_dim": 64, "num_heads": 4}))
-    (tmp_path / "d6.yaml").write_text("model:\n  depth: 6\n  img_size: [16, 32]\n  embed_dim: 64\n  num_heads: 4\n")
+    (tmp_path / "d6.json").write_text(json.dumps({"depth": 6, "img_size": [16, 32], "embed_dim": 64, "num_heads": 4, "wind_scan": False}))
+    (tmp_path / "d6.yaml").write_text("model:\n  depth: 6\n  img_size: [16, 32]\n  embed_dim: 64\n  num_heads: 4\n  wind_scan: false\n")
     for name in ("d6.json", "d6.yaml"):
         model = build_model(tmp_path / name)
         assert len(model.blocks) == 6 and model.patch_size == 2

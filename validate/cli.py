@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from climax_deploy.cli import EXIT_FAILED, EXIT_OK, ArgParser, run_cli
+from climax_deploy.synthetic import WIND_KINDS
 from climax_deploy.validate.metrics import TOLERANCES, describe_tolerances
 from climax_deploy.validate.parity import BACKENDS, MIXED_BATCH_MAX_PATCHES
 
@@ -42,6 +43,9 @@ def build_parser() -> ArgParser:
                    help="mountain, flat, plateau, or an H x W .npy DEM in metres; repeatable "
                         "(default: mountain and flat; flat is always added as the signal baseline)")  # fmt: skip
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic weather fields (default 0)")
+    p.add_argument("--winds", choices=WIND_KINDS, default="synthetic",
+                   help="wind fields of every case: synthetic (turning, default) or an edge case of the "
+                        "wind-following scan: calm, zonal, meridional, masked (a third set to the mean)")
     p.add_argument("--lead-time", type=float, default=24.0, help="lead time in hours (default 24)")
     p.add_argument("--mixed-batch", action=argparse.BooleanOptionalAction, default=None,
                    help="also run all terrains as one batch, split at the artifact's batch limit "
@@ -81,6 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         backend_name=args.backend,
         precision=args.precision,
         save_polygraphy=args.save_polygraphy,
+        winds=args.winds,
     )
     print(format_report(report))
     if args.json:

@@ -192,6 +192,7 @@ def run_parity(
     backend_name: str = "auto",
     precision: str | None = None,
     save_polygraphy: str | Path | None = None,
+    winds: str = "synthetic",
 ) -> ParityReport:
     """Grade the artifact (run by the runtime) against the float64 PyTorch truth.
 
@@ -202,7 +203,8 @@ def run_parity(
     `precision`). mixed_batch: also run every terrain as one batch, split at the artifact's batch limit
     (default: on up to MIXED_BATCH_MAX_PATCHES patches). load_options: OnnxRuntimeOptions or
     TensorRTOptions, or a mapping of their fields. save_polygraphy: a directory for Polygraphy's
-    --load-inputs/--load-outputs (the outputs are the truth, rounded to float32).
+    --load-inputs/--load-outputs (the outputs are the truth, rounded to float32). winds: the wind
+    fields of every case (climax_deploy.synthetic.WIND_KINDS: the wind-following scan's edge cases).
     """
     from climax_deploy.validate.reference import SAME_PRECISION, TRUTH
 
@@ -215,7 +217,7 @@ def run_parity(
     precision = precision or manifest.precision
     table = tolerances(precision)
     record = manifest.model
-    cases = parity_inputs(manifest, terrains, seed)
+    cases = parity_inputs(manifest, terrains, seed, winds)
     lead = np.full(1, lead_time, dtype=np.float32)
     if mixed_batch is None:
         mixed_batch = record.num_patches <= MIXED_BATCH_MAX_PATCHES
@@ -276,14 +278,16 @@ def run_parity(
     return report
 
 
-def parity_inputs(manifest: Manifest, terrains: Sequence[str], seed: int = 0) -> dict[str, np.ndarray]:
+def parity_inputs(
+    manifest: Manifest, terrains: Sequence[str], seed: int = 0, winds: str = "synthetic"
+) -> dict[str, np.ndarray]:
     """One standardised sample [1, V, H, W] per terrain, plus the flat baseline: the same seeded weather
-    on every terrain, standardised with the artifact's statistics."""
+    (winds of kind `winds`) on every terrain, standardised with the artifact's statistics."""
     record = manifest.model
     cases: dict[str, np.ndarray] = {}
     for spec in [*terrains, *([] if BASELINE_TERRAIN in terrains else [BASELINE_TERRAIN])]:
         label, metres = resolve_terrain(spec, record.grid, seed)
-        cases[label] = synthetic_sample(record.variables, metres, seed, record.standardisation)[None]
+        cases[label] = synthetic_sample(record.variables, metres, seed, record.standardisation, winds)[None]
     return cases
 
 
