@@ -1,6 +1,6 @@
 """`climax-bench --scaling`: latency and peak memory per backend over a series of patch counts.
 
-One architecture (default: the issue's narrow model, width 128, depth 2, 4 heads) on grids of growing
+One architecture (default: the narrow model, width 128, depth 2, 4 heads) on grids of growing
 patch counts, plus the full preset on its own grid; each backend in its own process per grid (so its
 peak RSS is its own), median of `--runs`. Per backend, the growth exponents of time and memory are the
 least-squares slopes of log(value) over log(patches). Memory for the exponent is the run's own: the
@@ -26,7 +26,7 @@ from climax_deploy.errors import BadInputError
 if TYPE_CHECKING:
     from climax_deploy.model.config import ModelConfig
 
-NARROW = {"embed_dim": 128, "depth": 2, "num_heads": 4}  # the issue's narrow model
+NARROW = {"embed_dim": 128, "depth": 2, "num_heads": 4}  # the narrow model
 DEFAULT_PATCHES = "2048,8192,32768"
 MEMORY_HEADROOM = 0.8  # a backend runs only where its modelled memory is under this share of what is free
 

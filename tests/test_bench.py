@@ -1,14 +1,15 @@
-"""climax-bench and climax-bench-attention run end to end on CPU (no timing is asserted)."""
+"""climax-bench and climax-bench-attention run end to end on CPU (no timing is asserted).
+
+The commands run in-process (main(argv)); their workers are the processes they start, as in use."""
 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_run import run_main  # tests/ is on sys.path under pytest
 
 from climax_deploy.bench.bench import main as bench_main
 
@@ -16,9 +17,8 @@ from climax_deploy.bench.bench import main as bench_main
 def test_climax_bench_command(small_onnx: Path, tmp_path: Path) -> None:
     """Every CPU backend runs in its own process and reports parity against PyTorch `literal`."""
     out = tmp_path / "bench.json"
-    cmd = [sys.executable, "-m", "climax_deploy.bench.bench", "--model", str(small_onnx), "--runs", "1",
-           "--warmup", "0", "--json", str(out), "--profile"]  # fmt: skip
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    proc = run_main("climax-bench", bench_main, ["--model", small_onnx, "--runs", "1", "--warmup", "0", "--json", out,
+                                                 "--profile"])  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     report = json.loads(out.read_text())
     results = {r["backend"]: r for r in report["results"]}
@@ -52,9 +52,10 @@ def test_climax_bench_refuses_bad_plans(argv: list[str], message: str, small_onn
 def test_climax_bench_attention_cpu(tmp_path: Path) -> None:
     """Each CPU variant runs in its own process on a small problem; the table names every variant."""
     out = tmp_path / "attention.json"
-    cmd = [sys.executable, "-m", "climax_deploy.bench.bench_attention", "--device", "cpu", "--seq-len", "64",
-           "--heads", "2", "--head-dim", "16", "--repeats", "1", "--json", str(out)]  # fmt: skip
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    from climax_deploy.bench.bench_attention import main as bench_attention_main
+
+    proc = run_main("climax-bench-attention", bench_attention_main, ["--device", "cpu", "--seq-len", "64", "--heads", "2",
+                                                                     "--head-dim", "16", "--repeats", "1", "--json", out])  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     report = json.loads(out.read_text())
     (run,) = report["runs"]
@@ -74,9 +75,7 @@ def test_climax_bench_failed_worker_exits_non_zero(small_onnx: Path, tmp_path: P
     shutil.copy(str(small_onnx) + ".manifest.json", str(model) + ".manifest.json")
     with open(model, "ab") as f:
         f.write(b"\0")
-    cmd = [sys.executable, "-m", "climax_deploy.bench.bench", "--model", str(model), "--backends", "onnxruntime",
-           "--runs", "1", "--warmup", "0"]  # fmt: skip
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    proc = run_main("climax-bench", bench_main, ["--model", model, "--backends", "onnxruntime", "--runs", "1", "--warmup", "0"])
     assert proc.returncode == 1 and "onnxruntime" in proc.stdout and "worker exited" in proc.stdout, proc
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -102,9 +103,15 @@ def test_external_data_beyond_threshold(tmp_path: Path, small_model, small_input
     assert y.shape == (2, 6, 32, 64)
 
 
-def test_failed_export_keeps_the_previous_artifact(tmp_path: Path, small_model, monkeypatch) -> None:
+def _previous_pair(small_onnx: Path, path: Path) -> None:
+    """An earlier export at `path`: the session's small export and its manifest, copied."""
+    shutil.copy(small_onnx, path)
+    shutil.copy(f"{small_onnx}.manifest.json", f"{path}.manifest.json")
+
+
+def test_failed_export_keeps_the_previous_artifact(tmp_path: Path, small_model, small_onnx: Path, monkeypatch) -> None:
     path = tmp_path / "model.onnx"
-    export_onnx(small_model, path)
+    _previous_pair(small_onnx, path)
     before = path.read_bytes()
 
     def broken(self, model):  # the exporter dies after tracing
@@ -114,7 +121,8 @@ def test_failed_export_keeps_the_previous_artifact(tmp_path: Path, small_model, 
     with pytest.raises(ExportError):
         export_onnx(small_model, path)
     assert path.read_bytes() == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == [".model.onnx.lock", "model.onnx", "model.onnx.manifest.json"]
+    left = sorted(p.name for p in tmp_path.iterdir() if p.name != ".model.onnx.lock")  # the lock may stay
+    assert left == ["model.onnx", "model.onnx.manifest.json"]  # no temporaries
 
 
 def test_bad_output_name_and_batch(tmp_path: Path, small_model) -> None:
@@ -189,12 +197,13 @@ def test_cli_mistakes_are_one_line_before_the_build(
 
 
 def test_export_whose_manifest_cannot_be_written_keeps_the_previous_pair(
-    tmp_path: Path, small_model, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, small_model, small_onnx: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import climax_deploy.manifest as manifest_module
 
     path = tmp_path / "model.onnx"
-    first = export_onnx(small_model, path)
+    _previous_pair(small_onnx, path)
+    first = read_onnx_manifest(path)
     before = path.read_bytes()
     real_to_json = manifest_module.to_json
 

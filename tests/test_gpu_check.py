@@ -99,7 +99,7 @@ def test_an_exception_is_an_error_row_and_the_rest_run(tmp_path: Path, monkeypat
     assert "illegal memory access" in rows[0]["detail"]
 
 
-def test_sweep_covers_the_issue() -> None:
+def test_sweep_covers_every_length_head_dim_and_dtype() -> None:
     cases = kernel_cases()
     assert {c.seq_len for c in cases} == {1, 7, 65, 129, 8193}
     assert {c.head_dim for c in cases} == {64, 96, 128}

@@ -1,9 +1,9 @@
-"""Exports stay readable by ONNX Runtime's symbolic shape inference (issue 10, item 10).
+"""Exports stay readable by ONNX Runtime's symbolic shape inference.
 
 `python -m onnxruntime.tools.symbolic_shape_infer`, which ONNX Runtime's TensorRT execution provider
-asks users to run on dynamic-shape models, crashed on every export: opset-18 ReduceMax/ReduceMin with
-axes as an input came back shapeless, then its Constant rule met `value_float`/`value_ints`.
-export/shape_compat.py fixes both in the export; these tests run the tool itself.
+asks users to run on dynamic-shape models, cannot shape opset-18 ReduceMax/ReduceMin with axes as an
+input, nor Constant nodes with `value_float`/`value_ints`: export/shape_compat.py writes neither;
+these tests run the tool itself.
 """
 
 from __future__ import annotations
