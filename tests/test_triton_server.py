@@ -171,14 +171,16 @@ def test_bad_request_in_a_batch_of_good_ones(server: ServerProcess, small_onnx: 
 
 
 def test_stop_under_load_drains_requests_in_flight(triton_python: Path, small_onnx: Path) -> None:
-    """stop() (SIGTERM) while four batch-4 requests run on one thread: all four answered, then no
-    process of the server's group is left and its work folder is gone."""
+    """stop() (SIGTERM) while twelve batch-4 requests run one at a time on one thread: every request is
+    answered (some were still queued when the stop came), then no process of the server's group is left
+    and its work folder is gone."""
     root = Path(tempfile.mkdtemp(prefix="cs-"))  # short: pytriton's Unix sockets live below it
     proc = ServerProcess(small_onnx, python=triton_python, max_batch=4, threads=1, extra_args=["--work-root", str(root)])
     rng = np.random.default_rng(1)
     x = rng.standard_normal((4, 15, 32, 64)).astype(np.float32)
     lead = np.full(4, 24.0, np.float32)
-    outcomes: list[object] = [None] * 4
+    requests = 12
+    outcomes: list[object] = [None] * requests
 
     def send(i: int) -> None:
         try:
@@ -190,11 +192,12 @@ def test_stop_under_load_drains_requests_in_flight(triton_python: Path, small_on
         pgid = proc.proc.pid if proc.proc else -1
         work = Path(proc.ready_info["work_folder"])
         assert work.parent == root and work.is_dir()
-        threads = [threading.Thread(target=send, args=(i,)) for i in range(4)]
+        threads = [threading.Thread(target=send, args=(i,)) for i in range(requests)]
         for t in threads:
             t.start()
-        time.sleep(0.5)  # all four received; one runs, three wait in the queue
-        assert all(o is None for o in outcomes), outcomes  # still in flight when the stop comes
+        time.sleep(0.3)  # all received; one runs, the rest wait in the queue
+        in_flight = sum(o is None for o in outcomes)
+        assert in_flight >= 2, f"only {in_flight} of {requests} requests still in flight when the stop comes"
         proc.stop()
     for t in threads:
         t.join(timeout=60)
