@@ -128,3 +128,26 @@ def test_parse_json_keeps_ordinary_json() -> None:
     assert parse_json(b'{"a": [1, -2.5e3, "[{"], "b": {"c": null}}', "f") == {"a": [1, -2500.0, "[{"], "b": {"c": None}}
     with pytest.raises(BadInputError, match="f: not valid JSON"):
         parse_json(b"\xff\xfe", "f")
+
+
+def test_check_parity_reads_a_recorded_checkpoint_only_inside_the_folder(small_model, tmp_path: Path) -> None:
+    """The manifest records where the weights came from; check-parity follows that path only inside the
+    artifact's folder, anywhere else only when the user names it (--checkpoint)."""
+    import torch
+
+    from climax_deploy.export import ExportOptions, Provenance, export_onnx
+    from climax_deploy.export.onnx_export import file_record
+    from climax_deploy.validate.cli import main as check_parity
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    checkpoint = elsewhere / "weights.pt"
+    torch.save(small_model.state_dict(), checkpoint)
+    model = tmp_path / "artifact" / "small.onnx"
+    model.parent.mkdir()
+    export_onnx(small_model, model, ExportOptions(), Provenance(preset="small", checkpoint=file_record(checkpoint)))
+    done = run_main("check-parity", check_parity, [model, "-q"])
+    assert done.returncode == 2 and "outside the artifact's folder" in done.stderr and "--checkpoint" in done.stderr
+    assert done.stderr.strip().count("\n") == 0, done.stderr
+    done = run_main("check-parity", check_parity, [model, "-q", "--checkpoint", checkpoint])
+    assert done.returncode == 0, done.stderr

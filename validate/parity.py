@@ -152,6 +152,23 @@ def _json_number(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
 
+def confine_checkpoint(manifest: Manifest, model_path: Path) -> None:
+    """A checkpoint the manifest names is read only inside the artifact's folder: the manifest may come
+    from anyone, so a path elsewhere (however it got there) needs the user's own --checkpoint."""
+    record = manifest.model.checkpoint
+    if record is None:
+        return
+    folder = model_path.resolve().parent
+    path = Path(record.path)
+    if not path.is_absolute():
+        path = folder / path
+    if not path.resolve().is_relative_to(folder):
+        raise BadInputError(
+            f"{model_path}'s manifest names checkpoint {record.path}, outside the artifact's folder {folder}; "
+            "expected it beside the model, or pass --checkpoint PATH to read it from there"
+        )
+
+
 def reference_from_manifest(manifest: Manifest, checkpoint: str | Path | None = None) -> ClimaX:
     """Rebuild the fp32 PyTorch reference the artifact came from: its config, and its seed or checkpoint.
 
@@ -237,6 +254,8 @@ def run_parity(
         raise ModelFileError(f"model file {model_path} does not exist")
     check_backend(model_path, backend_name)
     manifest = read_manifest(model_path)
+    if checkpoint is None:
+        confine_checkpoint(manifest, model_path)
     precision = precision or manifest.precision
     table = tolerances(precision)
     record = manifest.model
