@@ -104,13 +104,12 @@ class OpenVinoByHand:
     def __init__(self, artifact: Path, threads: int | None) -> None:
         import openvino as ov
 
-        from climax_deploy.runtime.openvino_backend import OpenVinoRunner
-
-        OpenVinoRunner(artifact).close()  # makes sure the IR is cached (run_bench converts it beforehand)
         from climax_deploy.manifest import read_onnx_manifest
-        from climax_deploy.runtime.openvino_backend import ir_cache_path
+        from climax_deploy.runtime.openvino_backend import build_ir, ir_cache_path
 
-        ir = ir_cache_path(read_onnx_manifest(artifact, verify=False), None, ov.__version__)
+        ir = ir_cache_path(read_onnx_manifest(artifact), None, ov.__version__)
+        if not ir.is_file():  # run_bench converts it beforehand, in its own process
+            build_ir(artifact, ir, ov)
         config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": "f32"}
         if threads:
             config["INFERENCE_NUM_THREADS"] = threads
