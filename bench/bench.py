@@ -2,13 +2,17 @@
 
 Each backend runs in its own process (so its peak RSS is its own) on the same seeded mountain samples:
 PyTorch `literal` (the author's code's formulas, also the parity reference), PyTorch `fused`, ONNX Runtime on
-the exported model, and TensorRT where an engine is given. Latency is the median of `--runs` after
-`--warmup` runs; ratios are against PyTorch `fused`.
+the exported model, and TensorRT where an engine is given. The CPU peers a user would pick instead:
+`openvino` (the OpenVINO runner, f32), `openvino-bf16` (where the CPU has bf16), `openvino-hand` (OpenVINO
+run by hand on the same inlined model: no runner, f32 hint) and `torch-compile` (inductor, CPU; its
+compilation is the warm-up). Latency is the median of `--runs` after `--warmup` runs; ratios are against
+PyTorch `fused`; `--floor` adds the FLOP floor (matmul FLOPs over this machine's matmul rate, same run).
 
     climax-bench                                  # full preset, exports build/bench/full.onnx if absent
     climax-bench --preset small --runs 5 --json bench.json
     climax-bench --config grid.json --batch 4     # any architecture and grid, B = 4
     climax-bench --profile                        # also ONNX Runtime's top operators by time
+    climax-bench --backends torch-fused,onnxruntime,openvino,openvino-hand,openvino-bf16,torch-compile --floor
     climax-bench --scaling --patches 2048,8192,32768   # time and memory over grids: bench/scaling.py
     climax-bench --scaling --plot scaling.png     # ... and drawn, log-log: bench/scaling_plot.py
     climax-bench --memory-model                   # TensorRT engines' memory from shapes: bench/memory_model.py
@@ -43,7 +47,9 @@ if TYPE_CHECKING:
     from climax_deploy.model.physics_attention import AttentionImpl
     from climax_deploy.runner import Runner
 
-BACKENDS = ("torch-literal", "torch-fused", "onnxruntime", "tensorrt")
+BACKENDS = ("torch-literal", "torch-fused", "onnxruntime", "tensorrt", "openvino", "openvino-bf16",
+            "openvino-hand", "torch-compile")
+OPENVINO_BACKENDS = {"openvino": "fp32", "openvino-bf16": "bf16", "openvino-hand": "fp32"}
 DEFAULT_BACKENDS = ("torch-literal", "torch-fused", "onnxruntime")
 BASELINE = "torch-fused"
 REFERENCE = "torch-literal"
@@ -86,6 +92,41 @@ def import_backend(backend: str) -> None:
         from climax_deploy.optional import ONNXRUNTIME
 
         ONNXRUNTIME.load()
+    elif backend in OPENVINO_BACKENDS:
+        from climax_deploy.optional import OPENVINO
+
+        OPENVINO.load()
+
+
+class OpenVinoByHand:
+    """OpenVINO as a user runs it by hand: the inlined model compiled with the f32 hint, called directly
+    (no runner: no input checks, no request pool). The runner's yardstick; reads the runner's IR cache."""
+
+    def __init__(self, artifact: Path, threads: int | None) -> None:
+        import openvino as ov
+
+        from climax_deploy.manifest import read_onnx_manifest
+        from climax_deploy.runtime.openvino_backend import build_ir, ir_cache_path
+
+        ir = ir_cache_path(read_onnx_manifest(artifact), None, ov.__version__)
+        if not ir.is_file():  # run_bench converts it beforehand, in its own process
+            build_ir(artifact, ir, ov)
+        config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": "f32"}
+        if threads:
+            config["INFERENCE_NUM_THREADS"] = threads
+        self.compiled: Any = ov.Core().compile_model(str(ir), "CPU", config)
+
+    def predict_batched(self, x: np.ndarray, lead: np.ndarray) -> np.ndarray:
+        return np.asarray(self.compiled({"x": x, "lead_times": lead})[0])
+
+    def describe(self) -> dict[str, Any]:
+        return {"backend": "openvino-hand", "precision": "fp32"}
+
+    def __enter__(self) -> OpenVinoByHand:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.compiled = None
 
 
 def bench_runner(backend: str, artifact: Path, manifest: Manifest, threads: int | None) -> Runner:
@@ -99,14 +140,42 @@ def bench_runner(backend: str, artifact: Path, manifest: Manifest, threads: int 
         if threads:
             torch.set_num_threads(threads)
         attention: AttentionImpl = "literal" if backend == REFERENCE else "fused"
-        return TorchRunner(reference_from_manifest(manifest), attention=attention, precision="fp32", manifest=manifest)
+        model = reference_from_manifest(manifest)
+        if backend == "torch-compile":
+            return CompiledTorchRunner(model, manifest)
+        return TorchRunner(model, attention=attention, precision="fp32", manifest=manifest)
     from climax_deploy.validate.parity import load_artifact
 
     if backend == "onnxruntime":
         from climax_deploy.runtime import OnnxRuntimeOptions
 
         return load_artifact(artifact, OnnxRuntimeOptions(providers="cpu", threads=threads))
+    if backend == "openvino-hand":
+        return OpenVinoByHand(artifact, threads)  # type: ignore[return-value]  (times the same calls)
+    if backend in OPENVINO_BACKENDS:
+        return load_artifact(artifact, {"precision": OPENVINO_BACKENDS[backend], "threads": threads}, "openvino")
     return load_artifact(artifact)
+
+
+def CompiledTorchRunner(model: Any, manifest: Manifest) -> Runner:  # noqa: N802  (a class made on demand)
+    """The fused PyTorch model under torch.compile (inductor, CPU), behind the runner contract."""
+    import torch
+
+    from climax_deploy.model.runner import TorchRunner
+
+    class _Compiled(TorchRunner):
+        backend = "torch-compile"
+
+        def __init__(self) -> None:
+            super().__init__(model, attention="fused", precision="fp32", manifest=manifest)
+            self.compiled = torch.compile(model, backend="inductor")
+
+        def _predict_impl(self, x: np.ndarray, lead_times: np.ndarray) -> np.ndarray:
+            with torch.inference_mode():
+                y = self.compiled(torch.from_numpy(x), torch.from_numpy(lead_times), attention="fused")
+            return np.asarray(y.float().numpy())
+
+    return _Compiled()
 
 
 def time_backend(
@@ -273,13 +342,29 @@ def run_bench(
     seed: int = 0,
     profile: bool = False,
     batch: int = 1,
+    floor: bool = False,
+    worker_timeout: float | None = None,
 ) -> dict[str, Any]:
-    """Time each backend in its own process; ratios against PyTorch `fused`, parity against `literal`."""
+    """Time each backend in its own process; ratios against PyTorch `fused`, parity against `literal`.
+
+    floor: also the FLOP floor (the graph's matmul FLOPs over this machine's matmul rate, measured before and
+    after the backends, the better kept). worker_timeout: seconds a backend's process may take (compilation
+    included) before it is stopped and reported as timed out.
+    """
+    from climax_deploy.bench.scaling import machine_load
     from climax_deploy.validate.metrics import error_metrics
 
     _check_plan(backends, engine, runs, warmup, batch)
     results: dict[str, dict[str, Any]] = {}
     outputs: dict[str, np.ndarray] = {}
+    load_before = machine_load()
+    rate = None
+    if floor:
+        from climax_deploy.bench.flops import measure_matmul_rate
+
+        rate = measure_matmul_rate(threads)
+    if any(b in OPENVINO_BACKENDS for b in backends):
+        prepare_openvino(model_path)
     with tempfile.TemporaryDirectory() as tmp:
         for backend in backends:
             out = Path(tmp) / f"{backend}.npy"
@@ -291,7 +376,11 @@ def run_bench(
             if engine:
                 cmd += ["--engine", str(engine)]
             print(f"[climax-bench] {backend} ...", file=sys.stderr, flush=True)
-            proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
+            try:
+                proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, timeout=worker_timeout)
+            except subprocess.TimeoutExpired:
+                results[backend] = {"backend": backend, "error": f"timed out after {worker_timeout:g} s"}
+                continue
             if proc.returncode != 0:
                 killed = " (killed: out of memory?)" if proc.returncode == -9 else ""
                 results[backend] = {"backend": backend, "error": f"worker exited {proc.returncode}{killed}"}
@@ -312,30 +401,62 @@ def run_bench(
         "batch": batch,
         "runs": runs,
         "warmup": warmup,
+        "load_before": load_before,
+        "load_after": machine_load(),
         "results": list(results.values()),
     }
+    if rate is not None:
+        from climax_deploy.bench.flops import count_flops, measure_matmul_rate
+
+        after = measure_matmul_rate(threads)
+        rate = after if after["flops_per_s"] > rate["flops_per_s"] else rate  # a busy moment only lowers it
+        flops = count_flops(model_path, batch)
+        report["floor"] = {"flops": flops.to_dict(), "matmul_rate": rate, "floor_s": flops.total / rate["flops_per_s"]}
+        for result in results.values():
+            if "median_s" in result:
+                result["ratio_vs_floor"] = result["median_s"] / report["floor"]["floor_s"]
     if profile and "onnxruntime" in backends:
         print("[climax-bench] profiling ONNX Runtime ...", file=sys.stderr, flush=True)
         report["onnxruntime_profile"] = profile_onnxruntime(model_path, seed, threads)
     return report
 
 
+def prepare_openvino(model_path: Path) -> None:
+    """Convert the export for OpenVINO (inline, save the IR) in its own process, before the timed workers:
+    the conversion's memory is not the runner's, and a worker reads the cached IR as a user's second load does."""
+    code = ("import sys; from climax_deploy.runtime import load; "
+            "load(sys.argv[1], backend='openvino').close()")  # fmt: skip
+    print("[climax-bench] converting for OpenVINO (cached) ...", file=sys.stderr, flush=True)
+    subprocess.run([sys.executable, "-c", code, str(model_path)], check=False)
+
+
 def format_bench(report: dict[str, Any]) -> str:
     """The benchmark table as text."""
     lines = [f"model: {report['model']}   machine: {report['machine']}   B = {report.get('batch', 1)}, "
              f"median of {report['runs']} runs after {report['warmup']} warm-up"]  # fmt: skip
-    header = f"{'backend':<15} {'median s':>9} {'min s':>7} {'max s':>7} {'peak RSS GB':>12} {'x fused':>8} {'rel L2 vs literal':>18}"
+    for key in ("load_before", "load_after"):
+        if report.get(key, {}).get("load_average"):
+            avg = report[key]["load_average"]
+            lines.append(f"{key.replace('_', ' ')}: load average {avg['1min']:.2f}, {avg['5min']:.2f}, {avg['15min']:.2f}")
+    floor = report.get("floor")
+    if floor:
+        rate = floor["matmul_rate"]
+        lines.append(f"FLOP floor: {floor['flops']['total'] / 1e9:.0f} GFLOP (matmul) / {rate['flops_per_s'] / 1e9:.0f} "
+                     f"GFLOP/s ({rate['library']} {rate['size']}^3) = {floor['floor_s']:.2f} s")  # fmt: skip
+    header = (f"{'backend':<15} {'median s':>9} {'min s':>7} {'max s':>7} {'peak RSS GB':>12} {'x fused':>8} "
+              f"{'x floor':>8} {'rel L2 vs literal':>18}")  # fmt: skip
     lines += [header, "-" * len(header)]
     for r in report["results"]:
         if "error" in r:
             lines.append(f"{r['backend']:<15} {r['error']}")
             continue
         ratio = f"{r['ratio_vs_fused']:.2f}" if r.get("ratio_vs_fused") else "-"
+        vs_floor = f"{r['ratio_vs_floor']:.2f}" if r.get("ratio_vs_floor") else "-"
         parity = r.get("parity_vs_literal", {}).get("rel_l2")
         parity_text = "-" if parity is None else f"{parity:.2e}"
         lines.append(
             f"{r['backend']:<15} {r['median_s']:9.2f} {min(r['times_s']):7.2f} {max(r['times_s']):7.2f} "
-            f"{r['peak_rss_gb']:12.2f} {ratio:>8} {parity_text:>18}"
+            f"{r['peak_rss_gb']:12.2f} {ratio:>8} {vs_floor:>8} {parity_text:>18}"
         )
     if report.get("onnxruntime_profile"):
         lines += ["", "ONNX Runtime, top operators (one run):"]
@@ -364,6 +485,10 @@ def build_parser() -> ArgParser:
     p.add_argument("--batch", type=int, default=1, help="samples per predict (default 1)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--profile", action="store_true", help="also profile ONNX Runtime's operators")
+    p.add_argument("--floor", action="store_true",
+                   help="also the FLOP floor: matmul FLOPs of the graph over this machine's matmul rate (same run)")
+    p.add_argument("--worker-timeout", type=float, default=None, metavar="S",
+                   help="stop a backend's process after S seconds (e.g. torch-compile's compilation)")
     p.add_argument("--json", type=Path, metavar="FILE", help="write the report as JSON")
     p.add_argument("--scaling", action="store_true",
                    help="time and peak memory per backend over --patches with the growth exponents, plus the full "
@@ -409,7 +534,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     _write_json(args.json, None, {"--model": args.model, "--engine": args.engine, "--config": args.config})
     model = ensure_model(args.model, args.config or args.preset or "full", args.seed)
     report = run_bench(model, args.backends, engine=args.engine, runs=args.runs, warmup=args.warmup,
-                       threads=args.threads, seed=args.seed, profile=args.profile, batch=args.batch)  # fmt: skip
+                       threads=args.threads, seed=args.seed, profile=args.profile, batch=args.batch,
+                       floor=args.floor, worker_timeout=args.worker_timeout)  # fmt: skip
     print(format_bench(report))
     _write_json(args.json, report, {})
     failed = [r["backend"] for r in report["results"] if "error" in r]

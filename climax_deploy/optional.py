@@ -62,6 +62,11 @@ ONNXRUNTIME = OptionalDependency(
 )
 TORCH = OptionalDependency("torch", "pip install 'climax-deploy[export]'", "the PyTorch reference")
 ONNX = OptionalDependency("onnx", "pip install 'climax-deploy[export]'", "ONNX export and graph passes")
+OPENVINO = OptionalDependency("openvino", "pip install 'climax-deploy[openvino]'", "the OpenVINO backend")
+# The OpenVINO backend's one-time conversion (inlining the export's model-local functions) needs onnx.
+ONNX_FOR_OPENVINO = OptionalDependency(
+    "onnx.inliner", "pip install 'climax-deploy[openvino]'", "reading an export into OpenVINO the first time"
+)
 TRITON = OptionalDependency("triton", "pip install 'climax-deploy[kernels]'", "the fused elevation-attention kernel")
 YAML = OptionalDependency("yaml", "pip install pyyaml (part of 'climax-deploy[export]')", "YAML config files")
 TENSORRT = OptionalDependency("tensorrt", TENSORRT_HINT, "TensorRT engines", _is_real_tensorrt)

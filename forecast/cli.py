@@ -56,7 +56,10 @@ def build_parser() -> ArgParser:
     p.add_argument("--time-index", type=int, default=None, help="which analysis time to use when the file has several")
     p.add_argument("--batch-size", type=int, default=None,
                    help="lead times per model call (default: the model's batch limit, or 4 for a dynamic batch)")  # fmt: skip
-    p.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads")
+    p.add_argument("--backend", choices=["auto", "onnxruntime", "openvino"], default="auto",
+                   help="auto (default): by suffix (.onnx -> ONNX Runtime, .engine -> TensorRT); openvino: the "
+                        ".onnx on OpenVINO (CPU, fp32; pip install 'climax-deploy[openvino]')")  # fmt: skip
+    p.add_argument("--threads", type=int, default=None, help="ONNX Runtime (or OpenVINO) intra-op threads")
     p.add_argument("--providers", default="auto", help="ONNX Runtime providers: auto (default), cpu or cuda")
     p.add_argument("--quicklook", type=Path, metavar="FILE.png",
                    help="also draw the forecast as maps, one row per pollutant and one column per lead time, units "
@@ -105,7 +108,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     analysis = select_time(open_dataset(args.analysis), args.time_index, str(args.analysis))
     static = open_dataset(args.static) if args.static is not None else None
     load_options: dict[str, Any] = {}
-    if args.model.suffix.lower() == ".onnx":
+    if args.backend == "openvino":
+        if args.providers != "auto":
+            raise BadInputError(f"--providers {args.providers} is an ONNX Runtime option; --backend openvino runs on the CPU")
+        load_options = {"backend": "openvino", "threads": args.threads}
+    elif args.model.suffix.lower() == ".onnx":
         load_options = {"providers": args.providers, "threads": args.threads}
     began = time.perf_counter()
     forecaster_options = {"batch_size": args.batch_size, "allow_implausible": args.allow_implausible}

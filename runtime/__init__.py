@@ -7,8 +7,11 @@
     # TensorRT through ONNX Runtime's TensorRT execution provider (onnxruntime-gpu + TensorRT's libraries):
     runner = load("build/climax_full_fp16.onnx", providers="tensorrt", trt_cache_dir="build/trt_cache")
 
+    # OpenVINO on the CPU (pip install 'climax-deploy[openvino]'); the first load caches its IR:
+    runner = load("build/climax_full.onnx", backend="openvino", threads=2)
+
 This package imports numpy, ONNX Runtime and climax_deploy's core; TensorRT only when an engine is
-loaded. torch, Triton, xarray and the serving stack are never imported (import-linter checks it).
+loaded; OpenVINO only when asked for (and onnx once, to convert an export for it: openvino_backend.py). torch, Triton, xarray and the serving stack are never imported (import-linter checks it).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from climax_deploy.errors import BadInputError
 from climax_deploy.runner import ModelSpec, Runner
 from climax_deploy.runtime.onnxruntime_backend import OnnxRuntimeOptions, OnnxRuntimeRunner, available_providers
 
-__all__ = ["ModelSpec", "OnnxRuntimeOptions", "OnnxRuntimeRunner", "Runner", "available_providers", "load"]
+__all__ = ["BACKENDS", "ModelSpec", "OnnxRuntimeOptions", "OnnxRuntimeRunner", "Runner", "available_providers", "load"]
 
 
 def _options(cls: Any, options: Any, overrides: dict[str, Any], path: str | os.PathLike[str]) -> Any:
@@ -38,19 +41,36 @@ def _options(cls: Any, options: Any, overrides: dict[str, Any], path: str | os.P
     return dataclasses.replace(options or cls(), **overrides)
 
 
-def load(path: str | os.PathLike[str], options: Any = None, **overrides: Any) -> Runner:
-    """Load a model artifact by its suffix: `.onnx` -> ONNX Runtime, `.engine` -> TensorRT.
+BACKENDS: dict[str, str] = {"onnxruntime": ".onnx", "openvino": ".onnx", "tensorrt": ".engine"}
+DEFAULT_BACKEND = {".onnx": "onnxruntime", ".engine": "tensorrt"}
 
-    options: OnnxRuntimeOptions or TensorRTOptions; keyword overrides set their fields, e.g.
+
+def load(path: str | os.PathLike[str], options: Any = None, *, backend: str | None = None, **overrides: Any) -> Runner:
+    """Load a model artifact: by its suffix (`.onnx` -> ONNX Runtime, `.engine` -> TensorRT) unless
+    `backend` names one of BACKENDS ('openvino' runs a .onnx file with OpenVINO on the CPU).
+
+    options: OnnxRuntimeOptions, OpenVinoOptions or TensorRTOptions; keyword overrides set their fields, e.g.
     load("m.onnx", providers="cpu", threads=2), load("m.onnx", providers="tensorrt", trt_cache_dir="cache")
-    (ONNX Runtime's TensorRT execution provider, fp16, engines cached in the folder) or load("m.engine", device=1).
+    (ONNX Runtime's TensorRT execution provider, fp16, engines cached in the folder), load("m.engine", device=1)
+    or load("m.onnx", backend="openvino", precision="bf16").
     """
     suffix = Path(path).suffix.lower()
-    if suffix == ".onnx":
+    if backend in (None, "auto"):
+        if suffix not in DEFAULT_BACKEND:
+            raise BadInputError(f"{path}: unknown model type {suffix!r}; expected a .onnx file or a TensorRT .engine")
+        backend = DEFAULT_BACKEND[suffix]
+    if backend not in BACKENDS:
+        raise BadInputError(f"backend must be one of {['auto', *BACKENDS]}, got {backend!r}")
+    if suffix != BACKENDS[backend]:
+        raise BadInputError(f"{path}: backend {backend} runs {BACKENDS[backend]} files, got {suffix or 'no suffix'}")
+    if backend == "onnxruntime":
         return OnnxRuntimeRunner(path, _options(OnnxRuntimeOptions, options, overrides, path))
-    if suffix == ".engine":
-        # TensorRT (or its lean runtime) is imported only here, so ONNX Runtime users never need it.
-        from climax_deploy.runtime.tensorrt_runner import TensorRTOptions, TensorRTRunner
+    if backend == "openvino":
+        # OpenVINO is imported only here (an optional extra); MissingBackendError says what to install.
+        from climax_deploy.runtime.openvino_backend import OpenVinoOptions, OpenVinoRunner
 
-        return TensorRTRunner(path, _options(TensorRTOptions, options, overrides, path))
-    raise BadInputError(f"{path}: unknown model type {suffix!r}; expected a .onnx file or a TensorRT .engine")
+        return OpenVinoRunner(path, _options(OpenVinoOptions, options, overrides, path))
+    # TensorRT (or its lean runtime) is imported only here, so ONNX Runtime users never need it.
+    from climax_deploy.runtime.tensorrt_runner import TensorRTOptions, TensorRTRunner
+
+    return TensorRTRunner(path, _options(TensorRTOptions, options, overrides, path))

@@ -339,7 +339,9 @@ def build_parser() -> ArgParser:
     p.add_argument("--instances", type=int, default=1, help="model instances (one runner each; default 1)")
     p.add_argument("--max-batch", type=int, default=4, help="dynamic batcher's maximum batch (default 4)")
     p.add_argument("--max-queue-delay-us", type=int, default=2000, help="batcher's queue delay (default 2000 us)")
-    p.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads per instance")
+    p.add_argument("--backend", choices=["auto", "onnxruntime", "openvino"], default="auto",
+                   help="auto (default): by suffix; openvino: the .onnx on OpenVINO (CPU, fp32)")
+    p.add_argument("--threads", type=int, default=None, help="ONNX Runtime (or OpenVINO) intra-op threads per instance")
     p.add_argument("--providers", default="auto", help="ONNX Runtime providers: auto (default), cpu or cuda")
     p.add_argument(
         "--work-root", type=Path, default=None,
@@ -369,7 +371,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         max_queue_delay_us=args.max_queue_delay_us, work_root=args.work_root,
     )  # fmt: skip
     load_options: dict[str, Any] = {}
-    if str(args.model).endswith(".onnx"):
+    if args.backend == "openvino":
+        if args.providers != "auto":
+            raise BadInputError(f"--providers {args.providers} is an ONNX Runtime option; --backend openvino runs on the CPU")
+        load_options = {"backend": "openvino", "threads": args.threads}
+    elif str(args.model).endswith(".onnx"):
         load_options = {"providers": args.providers, "threads": args.threads}
     serve(args.model, options, load_options, ready_file=args.ready_file)
     return EXIT_OK

@@ -40,6 +40,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                 item.add_marker(pytest.mark.skip(reason=reason))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _openvino_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """OpenVINO's IR cache in the session's tmp folder, never the user's ~/.cache (subprocesses inherit it)."""
+    os.environ["CLIMAX_DEPLOY_CACHE"] = str(tmp_path_factory.mktemp("climax-cache"))
+
+
 @pytest.fixture(scope="session")
 def small_model() -> ClimaX:
     return build_model("small", seed=0)

@@ -1,4 +1,4 @@
-"""One contract, every runner: ONNX Runtime, the PyTorch reference and TensorRT behave the same at the boundary."""
+"""One contract, every runner: ONNX Runtime, OpenVINO, the PyTorch reference and TensorRT behave the same at the boundary."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from climax_deploy.runner import ModelSpec, Runner
 
 RUNNERS = [
     "onnxruntime",
+    "openvino",
     "torch",
     pytest.param("tensorrt", marks=[pytest.mark.gpu, pytest.mark.tensorrt]),
 ]
@@ -39,6 +40,8 @@ def runner(request: pytest.FixtureRequest, small_onnx: Path, small_model: ClimaX
 
     if request.param == "onnxruntime":
         made: Runner = load(small_onnx, providers="cpu")
+    elif request.param == "openvino":
+        made = load(small_onnx, backend="openvino")  # IR cached under conftest's CLIMAX_DEPLOY_CACHE
     elif request.param == "torch":
         from climax_deploy.model.runner import TorchRunner
 

@@ -6,8 +6,10 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from climax_deploy.cli import EXIT_FAILED, EXIT_OK, ArgParser, run_cli
+from climax_deploy.errors import BadInputError
 from climax_deploy.synthetic import WIND_KINDS
 from climax_deploy.validate.metrics import TOLERANCES, describe_tolerances
 from climax_deploy.validate.parity import BACKENDS, MIXED_BATCH_MAX_PATCHES
@@ -31,8 +33,9 @@ def build_parser() -> ArgParser:
     )
     p.add_argument("model", type=Path, help="exported .onnx file or TensorRT .engine (with its .manifest.json beside it)")
     p.add_argument("--backend", default="auto", choices=list(BACKENDS),
-                   help="auto (default): by suffix (.onnx -> onnxruntime, .engine -> tensorrt); torch: the "
-                        "PyTorch model of the manifest run eagerly in --precision")  # fmt: skip
+                   help="auto (default): by suffix (.onnx -> onnxruntime, .engine -> tensorrt); openvino: the "
+                        ".onnx on OpenVINO (CPU) in --precision fp32 or bf16; torch: the PyTorch model of the "
+                        "manifest run eagerly in --precision")  # fmt: skip
     p.add_argument("--precision", choices=list(TOLERANCES), default=None,
                    help=f"the precision to grade in: PyTorch's yardstick and the tolerances ({_tolerances_help()}); "
                         "default: the artifact's")  # fmt: skip
@@ -52,7 +55,7 @@ def build_parser() -> ArgParser:
                         f"(default: on up to {MIXED_BATCH_MAX_PATCHES} patches)")  # fmt: skip
     p.add_argument("--checkpoint", type=Path, help="weights for the reference if not recorded in the manifest")
     p.add_argument("--providers", default="auto", help="ONNX Runtime providers: auto (default), cpu, cuda")
-    p.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads")
+    p.add_argument("--threads", type=int, default=None, help="ONNX Runtime (or OpenVINO) intra-op threads")
     p.add_argument("--json", type=Path, metavar="FILE", help="also write the report as JSON")
     p.add_argument("--report", type=Path, metavar="DIR",
                    help="also write pictures to DIR: per terrain, maps of the truth's and the backend's terrain "
@@ -81,6 +84,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         require_matplotlib()
     onnx = args.model.suffix == ".onnx"
+    load_options: Any = OnnxRuntimeOptions(providers=args.providers, threads=args.threads) if onnx else None
+    if args.backend == "openvino":
+        if args.providers != "auto":
+            raise BadInputError(f"--providers {args.providers} is an ONNX Runtime option; --backend openvino runs on the CPU")
+        load_options = {"threads": args.threads}
     report = run_parity(
         args.model,
         args.terrain or ["mountain", "flat"],
@@ -88,7 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         lead_time=args.lead_time,
         mixed_batch=args.mixed_batch,
         checkpoint=args.checkpoint,
-        load_options=OnnxRuntimeOptions(providers=args.providers, threads=args.threads) if onnx else None,
+        load_options=load_options,
         progress=Progress("check-parity", enabled=not args.quiet),
         backend_name=args.backend,
         precision=args.precision,

@@ -62,6 +62,7 @@ class Tolerance:
 TOLERANCES: dict[str, dict[str, Tolerance]] = {
     "fp32": {DEFAULT_VARIABLE: Tolerance(factor=4.0, rel_l2_floor=1e-6, fidelity_floor=1e-5, atol=1e-4, rtol=1e-3)},
     "fp16": {DEFAULT_VARIABLE: Tolerance(factor=4.0, rel_l2_floor=1e-4, fidelity_floor=5e-3, atol=1e-2, rtol=1e-2)},
+    "bf16": {DEFAULT_VARIABLE: Tolerance(factor=4.0, rel_l2_floor=8e-4, fidelity_floor=4e-2, atol=8e-2, rtol=8e-2)},
 }
 
 

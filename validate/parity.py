@@ -11,7 +11,7 @@ from __future__ import annotations
 import gc
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Union
 
@@ -37,10 +37,11 @@ from climax_deploy.validate.terrain import resolve_terrain
 if TYPE_CHECKING:  # torch and the backends are imported only when a parity run needs them
     from climax_deploy.model.climax import ClimaX
     from climax_deploy.runtime.onnxruntime_backend import OnnxRuntimeOptions
+    from climax_deploy.runtime.openvino_backend import OpenVinoOptions
     from climax_deploy.runtime.tensorrt_runner import TensorRTOptions
 
 # Typed runtime options, or a mapping of their fields (as `runtime.load` takes keyword overrides).
-LoadOptions = Union["OnnxRuntimeOptions", "TensorRTOptions", Mapping[str, Any], None]
+LoadOptions = Union["OnnxRuntimeOptions", "OpenVinoOptions", "TensorRTOptions", Mapping[str, Any], None]
 
 BASELINE_TERRAIN = "flat"
 MIXED_BATCH_MAX_PATCHES = 2048  # above this the mixed batch is opt-in (full size: ~6 GB per sample in ORT)
@@ -202,8 +203,9 @@ def plugin_registrar() -> Callable[[], object] | None:
     return register_elevation_attention_plugin
 
 
-def load_artifact(model_path: str | Path, options: LoadOptions = None) -> Runner:
-    """`runtime.load` with typed options (or keyword overrides); engines get the plugin registration."""
+def load_artifact(model_path: str | Path, options: LoadOptions = None, backend: str | None = None) -> Runner:
+    """`runtime.load` with typed options (or keyword overrides) and its `backend` (None: by suffix);
+    engines get the plugin registration."""
     from climax_deploy.runtime import load
 
     path = Path(model_path)
@@ -216,7 +218,7 @@ def load_artifact(model_path: str | Path, options: LoadOptions = None) -> Runner
         engine_options = options if isinstance(options, TensorRTOptions) else None
         if (engine_options is None or engine_options.register_plugins is None) and "register_plugins" not in overrides:
             overrides["register_plugins"] = plugin_registrar()
-    return load(path, options, **overrides)
+    return load(path, options, backend=backend, **overrides)
 
 
 def run_parity(
@@ -239,8 +241,8 @@ def run_parity(
     Each output variable passes where the backend's error against the truth is within the tolerance's
     factor (plus floor) of PyTorch's own error in `precision` (default: the artifact's); the terrain
     signal y(terrain) - y(flat) likewise. backend_name: 'auto' (by suffix), 'onnxruntime' (.onnx),
-    'tensorrt' (.engine) or 'torch' (the PyTorch model rebuilt from the manifest, run eagerly in
-    `precision`). mixed_batch: also run every terrain as one batch, split at the artifact's batch limit
+    'openvino' (.onnx, run in `precision`: fp32 or bf16), 'tensorrt' (.engine) or 'torch' (the PyTorch
+    model rebuilt from the manifest, run eagerly in `precision`). mixed_batch: also run every terrain as one batch, split at the artifact's batch limit
     (default: on up to MIXED_BATCH_MAX_PATCHES patches). load_options: OnnxRuntimeOptions or
     TensorRTOptions, or a mapping of their fields. save_polygraphy: a directory for Polygraphy's
     --load-inputs/--load-outputs (the outputs are the truth, rounded to float32). winds: the wind
@@ -258,6 +260,8 @@ def run_parity(
         confine_checkpoint(manifest, model_path)
     precision = precision or manifest.precision
     table = tolerances(precision)
+    if backend_name == "openvino":
+        load_options = openvino_options(load_options, precision, manifest.precision)
     record = manifest.model
     elevations = parity_terrains(manifest, terrains, seed)
     cases = parity_inputs(manifest, terrains, seed, winds, elevations)
@@ -276,7 +280,7 @@ def run_parity(
         if backend_name == "torch":
             runner = torch_runner(manifest, checkpoint, precision)
         else:
-            runner = load_artifact(model_path, load_options)
+            runner = load_artifact(model_path, load_options, None if backend_name == "auto" else backend_name)
     with runner:
         outs: dict[str, np.ndarray] = {}
         with progress.stage(f"running {runner.backend}"):
@@ -367,7 +371,23 @@ def reference_outputs(
     return truth, same
 
 
-BACKENDS: dict[str, str | None] = {"auto": None, "onnxruntime": ".onnx", "tensorrt": ".engine", "torch": ".onnx"}
+BACKENDS: dict[str, str | None] = {
+    "auto": None, "onnxruntime": ".onnx", "openvino": ".onnx", "tensorrt": ".engine", "torch": ".onnx",
+}  # fmt: skip
+
+
+def openvino_options(options: LoadOptions, precision: str, artifact_precision: str) -> LoadOptions:
+    """OpenVINO runs an fp32 export in the graded precision (fp32, or bf16 through its precision hint)."""
+    from climax_deploy.runtime.openvino_backend import PRECISIONS, OpenVinoOptions
+
+    if artifact_precision != "fp32" or precision not in PRECISIONS:
+        raise BadInputError(f"--backend openvino runs fp32 exports in {' or '.join(PRECISIONS)}; got a "
+                            f"{artifact_precision} export graded in {precision}")  # fmt: skip
+    if isinstance(options, OpenVinoOptions):
+        return replace(options, precision=precision)
+    if options is not None and not isinstance(options, Mapping):
+        raise BadInputError(f"--backend openvino takes OpenVinoOptions, got {type(options).__name__}")
+    return {**(options or {}), "precision": precision}
 
 
 def check_backend(model_path: Path, backend: str) -> None:

@@ -11,6 +11,9 @@
     the fp32 islands of the fp16 export (climax_deploy.export.fp16), so the two round the same
     places. Plain `model.half()` would round the head and the elevation path too and be 2-5x less
     accurate than the export, which would loosen the bound.
+  - bf16: the same recipe with `torch.autocast("cpu", bfloat16)`: the yardstick of OpenVINO's bf16
+    inference precision on an fp32 export (its INFERENCE_PRECISION_HINT=bf16 likewise keeps the
+    normalisations and softmax in f32 and runs the matrix products in bf16).
 """
 
 from __future__ import annotations
@@ -30,7 +33,9 @@ TRUTH_DTYPE = torch.float64
 SAME_PRECISION: dict[str, str] = {
     "fp32": "PyTorch fp32 (eager, fused attention)",
     "fp16": "PyTorch fp16 (CPU autocast, fp32 islands as the export: head, LayerNorm, softmax, elevation path)",
+    "bf16": "PyTorch bf16 (CPU autocast, the fp16 export's fp32 islands: head, LayerNorm, softmax, elevation path)",
 }
+AUTOCAST_DTYPES: dict[str, torch.dtype] = {"fp16": torch.float16, "bf16": torch.bfloat16}
 TRUTH = "PyTorch float64 (fused attention)"
 
 
@@ -65,7 +70,7 @@ def _precision(model: ClimaX, precision: str) -> Iterator[torch.dtype]:
     head = model.head
     model.head = _Float32Island(head)  # type: ignore[assignment]
     try:
-        with torch.autocast("cpu", dtype=torch.float16):
+        with torch.autocast("cpu", dtype=AUTOCAST_DTYPES[precision]):
             yield torch.float32
     finally:
         model.head = head
@@ -77,7 +82,7 @@ REFERENCE_BATCH = 4  # samples per forward: batching is 4-8x faster on CPU; 4 ke
 def run_reference(
     model: ClimaX, cases: Mapping[str, np.ndarray], lead: np.ndarray, precision: str
 ) -> dict[str, np.ndarray]:
-    """The model on each case [b, V, H, W] in `precision` ('fp64' truth, 'fp32', 'fp16'); float64 outputs.
+    """The model on each case [b, V, H, W] in `precision` ('fp64' truth, 'fp32', 'fp16', 'bf16'); float64 outputs.
 
     lead: one lead time for every sample, or one per sample of a single case. Cases run batched
     (REFERENCE_BATCH samples at a time).
