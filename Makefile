@@ -8,8 +8,11 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 EXTRAS ?= cpu,export,test
-# Real .pyi of TensorRT 10.13's Python API for mypy; --no-deps because it names tensorrt as a dependency.
+# Real .pyi of TensorRT 10.13's Python API for mypy (tests/test_typecheck.py); --no-deps because it names
+# tensorrt as a dependency. Installed into a stub path, not the venv: there it would make `import tensorrt`
+# succeed where TensorRT is absent, and Polygraphy (which then takes TensorRT for present) fails.
 TENSORRT_STUBS := tensorrt-stubs==10.13.0.35.1
+STUB_PATH := .typing-stubs
 
 # The check tier: manifests, artifacts, layers, the public API, TensorRT rules and build options, CLI
 # error paths, runtime, parity logic on the small preset, checkpoints, the model, forecast I/O,
@@ -27,7 +30,8 @@ $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e ".[$(EXTRAS)]"
-	$(BIN)/python -m pip install -q --no-deps $(TENSORRT_STUBS)
+	$(BIN)/python -m pip uninstall -q -y tensorrt-stubs  # from a venv an older Makefile made; no-op otherwise
+	rm -rf $(STUB_PATH) && $(BIN)/python -m pip install -q --no-deps --target $(STUB_PATH) $(TENSORRT_STUBS)
 	touch $@
 
 demo: $(VENV)/.installed
@@ -41,4 +45,4 @@ test: $(VENV)/.installed
 	$(BIN)/python -m pytest
 
 clean:
-	rm -rf build .pytest_cache
+	rm -rf build .pytest_cache $(STUB_PATH)

@@ -26,6 +26,7 @@ from typing import Any
 from climax_deploy.artifacts import check_writable, write_json_atomic
 from climax_deploy.cli import EXIT_OK, ArgParser, run_cli
 from climax_deploy.errors import BadInputError, MissingBackendError
+from climax_deploy.optional import TORCH
 
 VARIANTS = {
     "cpu": ("literal", "sdpa_bias", "op"),
@@ -175,6 +176,7 @@ def run_benchmark(
     unknown = [v for v in variants if v not in VARIANTS[device]]
     if unknown:
         raise BadInputError(f"variants on {device} are {list(VARIANTS[device])}, got {unknown}")
+    TORCH.load()  # every variant runs on torch (the `export` extra): named before any child starts
     if device == "cuda":
         import torch
 

@@ -289,7 +289,10 @@ def require_cuda() -> dict[str, Any]:
     try:
         import torch
     except ImportError:
-        raise MissingBackendError("no CUDA device: torch is not installed (pip install torch with CUDA)") from None
+        raise MissingBackendError(
+            "no CUDA device: torch is not installed: pip install 'climax-deploy[gpu,export,kernels]' "
+            "with a CUDA build of torch"
+        ) from None
     if not torch.cuda.is_available():
         build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build"
         raise MissingBackendError(f"no CUDA device visible to PyTorch (torch {torch.__version__}, {build}); "

@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 from climax_deploy.errors import ClimaxDeployError
+from climax_deploy.optional import missing_module_message
 
 
 def describe_os_error(exc: OSError) -> str:
@@ -34,8 +35,8 @@ class ArgParser(argparse.ArgumentParser):
 
 
 def run_cli(prog: str, main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None) -> int:
-    """Run `main`; a ClimaxDeployError or an OSError (missing file, read-only disk) becomes one stderr
-    line and exit code 2."""
+    """Run `main`; a ClimaxDeployError, an OSError (missing file, read-only disk) or a missing optional
+    module (an install without its extra) becomes one stderr line and exit code 2."""
     logging.basicConfig(level=logging.WARNING, format=f"{prog}: %(message)s")
     try:
         return main(argv)
@@ -44,6 +45,12 @@ def run_cli(prog: str, main: Callable[[Sequence[str] | None], int], argv: Sequen
         return EXIT_USAGE
     except OSError as exc:  # a missing file, a read-only or full disk, a file where a folder should be
         print(f"{prog}: error: {describe_os_error(exc)}", file=sys.stderr)
+        return EXIT_USAGE
+    except ModuleNotFoundError as exc:  # an optional dependency imported without an up-front check
+        message = missing_module_message(exc)
+        if message is None:  # not an optional dependency: a broken install or a bug, keep the traceback
+            raise
+        print(f"{prog}: error: {message}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)

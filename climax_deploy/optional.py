@@ -46,6 +46,24 @@ class OptionalDependency:
         return True
 
 
+# The extra that installs each optional top-level module, for an import no CLI checked up front: it
+# still becomes one line naming what to install (climax_deploy.cli.run_cli). onnx is also in `tensorrt`.
+EXTRA_OF_MODULE = {
+    "onnxruntime": "cpu", "torch": "export", "onnx": "export", "onnxscript": "export", "yaml": "export",
+    "triton": "kernels", "polygraphy": "tensorrt", "xarray": "io", "netCDF4": "io", "zarr": "io", "pint": "io",
+    "cf_xarray": "io", "pytriton": "serve", "tritonclient": "serve",
+}  # fmt: skip
+
+
+def missing_module_message(exc: ModuleNotFoundError) -> str | None:
+    """'torch is not installed: pip install 'climax-deploy[export]'' for an optional module; None otherwise."""
+    top = (exc.name or "").partition(".")[0]
+    if top == "tensorrt":
+        return f"TensorRT is not installed: {TENSORRT_HINT}"
+    extra = EXTRA_OF_MODULE.get(top)
+    return None if extra is None else f"{top} is not installed: pip install 'climax-deploy[{extra}]'"
+
+
 def _is_real_tensorrt(module: ModuleType) -> bool:
     # `pip install tensorrt-stubs` leaves a `tensorrt` namespace package holding only .pyi files:
     # it imports, but has no Runtime and no version.
@@ -77,6 +95,8 @@ TENSORRT_LEAN = OptionalDependency("tensorrt_lean", TENSORRT_HINT, "TensorRT's l
 TENSORRT_DISPATCH = OptionalDependency(
     "tensorrt_dispatch", TENSORRT_HINT, "TensorRT's dispatch runtime", _is_real_tensorrt
 )
+# build-engine's ONNX parsing and rewriting: onnx comes with the `tensorrt` extra too.
+ONNX_FOR_TENSORRT = OptionalDependency("onnx", "pip install 'climax-deploy[tensorrt]'", "TensorRT builds")
 POLYGRAPHY = OptionalDependency("polygraphy", "pip install 'climax-deploy[tensorrt]'", "TensorRT builds and CUDA buffers")
 XARRAY = OptionalDependency("xarray", "pip install 'climax-deploy[io]'", "forecast files")
 NETCDF4 = OptionalDependency("netCDF4", "pip install 'climax-deploy[io]'", "NetCDF files")
@@ -84,7 +104,7 @@ ZARR = OptionalDependency("zarr", "pip install 'climax-deploy[io]'", "zarr store
 PINT = OptionalDependency("pint", "pip install 'climax-deploy[io]'", "units of forecast files")
 CF_XARRAY_UNITS = OptionalDependency("cf_xarray.units", "pip install 'climax-deploy[io]'", "CF units of forecast files")
 PYTRITON = OptionalDependency(
-    "pytriton", "pip install 'climax-deploy[serve,cpu]' in a Python >= 3.12 environment", "climax-serve"
+    "pytriton", "pip install 'climax-deploy[serve,cpu]' in a Python 3.12 environment", "climax-serve"
 )
 MATPLOTLIB = OptionalDependency(
     "matplotlib", "pip install 'climax-deploy[plot]'", "pictures (check-parity --report, --quicklook, --plot)"

@@ -76,6 +76,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def build(model: Path, output: Path | None, options: BuildOptions, save_onnx: Path | None, quiet: bool) -> int:
+    from climax_deploy.optional import ONNX_FOR_TENSORRT, POLYGRAPHY
+
+    for dependency in (ONNX_FOR_TENSORRT, POLYGRAPHY):  # the `tensorrt` extra, named before any work
+        dependency.load()
     from climax_deploy.export.tensorrt_build import build_engine, default_engine_path
     from climax_deploy.progress import Progress
 
@@ -90,8 +94,10 @@ def build(model: Path, output: Path | None, options: BuildOptions, save_onnx: Pa
 def print_trtexec(
     model: Path, output: Path | None, options: BuildOptions, target: str | None, save_onnx: Path | None
 ) -> int:
-    from climax_deploy.export.tensorrt_build import plan_trtexec
+    from climax_deploy.optional import ONNX_FOR_TENSORRT
 
+    ONNX_FOR_TENSORRT.load()  # reads and rewrites the ONNX file: the `tensorrt` extra, named up front
+    from climax_deploy.export.tensorrt_build import plan_trtexec
     recipe = plan_trtexec(model, output, options, TensorRTVersion.parse(target) if target else None, save_onnx)
     for note in recipe.notes:
         print(f"build-engine: note: {note}", file=sys.stderr)

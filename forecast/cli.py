@@ -30,8 +30,10 @@ def build_parser() -> ArgParser:
     p = ArgParser(
         prog="climax-forecast",
         description=(
-            "Forecast the six pollutants from an analysis file in physical units. Variables are found by name "
-            "in --analysis, then --static (elevation, population); lat2d/lon2d come from the coordinates when "
+            "Forecast the six pollutants from an analysis file in physical units. Variables are found in "
+            "--analysis, then --static (elevation, population): by name, then CF standard_name, then ECMWF/CAMS "
+            "short name (u10, v10, t2m, r2, sp, pm2p5, go3; docs/operations.md), or as --rename says; "
+            "lat2d/lon2d come from the coordinates when "
             "absent. Inputs are standardised with the model's manifest stats, outputs inverted to physical "
             "units, written atomically as NetCDF (.nc) or zarr (.zarr) with dims (lead_time, lat, lon). "
             "Needs the 'io' extra (xarray, netCDF4, zarr)."
@@ -53,6 +55,14 @@ def build_parser() -> ArgParser:
     p.add_argument("--allow-implausible", action="store_true",
                    help="research runs: accept inputs outside the plausible ranges (schema.PLAUSIBLE_RANGES: "
                         "temperature 150..350 K, concentrations 0..1e5 ug m-3, ...) and lead times beyond 240 h")  # fmt: skip
+    p.add_argument("--rename", action="append", default=[], metavar="FILE_NAME=MODEL_NAME",
+                   help="read the file's variable FILE_NAME as the model's MODEL_NAME, e.g. t2m_corrected=temp; "
+                        "repeatable; first in the lookup order")  # fmt: skip
+    p.add_argument("--convert-mixing-ratios", action="store_true",
+                   help="convert pollutants given as mass mixing ratios (kg kg-1: x dry-air density p / (R_d T)) or "
+                        "volume mixing ratios (ppb, mol mol-1: x p M / (R T)) to ug m-3 with the file's surface "
+                        "pressure and temperature; the assumptions are printed and written into the forecast "
+                        "(default: refuse them)")  # fmt: skip
     p.add_argument("--time-index", type=int, default=None, help="which analysis time to use when the file has several")
     p.add_argument("--batch-size", type=int, default=None,
                    help="lead times per model call (default: the model's batch limit, or 4 for a dynamic batch)")  # fmt: skip
@@ -85,6 +95,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from climax_deploy.errors import BadInputError
     from climax_deploy.forecast import PhysicalForecaster, file_format, open_dataset, select_time, write_dataset
+    from climax_deploy.forecast.variables import parse_renames
+
+    rename = parse_renames(args.rename)
 
     output_format = file_format(args.output)  # fail fast on a bad output name
     from climax_deploy.artifacts import check_outputs_distinct, check_writable
@@ -119,9 +132,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     with PhysicalForecaster(args.model, **forecaster_options, **load_options) as forecaster:
         with warnings.catch_warnings(record=True) as caught:  # e.g. a unit assumed: one line each, even with -q
             warnings.simplefilter("always", UserWarning)
-            prepared = forecaster.prepare(analysis, static, regrid=args.regrid, mask=args.mask)
+            prepared = forecaster.prepare(analysis, static, regrid=args.regrid, mask=args.mask, rename=rename,
+                                          convert_mixing_ratios=args.convert_mixing_ratios)  # fmt: skip
         for warning in caught:
             print(f"[climax-forecast] warning: {warning.message}", file=sys.stderr, flush=True)
+        for name, where in prepared.found.items():
+            say(f"{name} = {where}")
+        for conversion in prepared.conversions:  # assumptions: shown even with -q, like the warnings
+            print(f"[climax-forecast] converted {conversion}", file=sys.stderr, flush=True)
         if prepared.regridded:
             say(f"regridded the analysis ({args.regrid}) onto {prepared.grid.describe()}")
         per_lead: dict[float, float] = {}

@@ -4,8 +4,10 @@
     with PhysicalForecaster("build/climax_full.onnx") as fc:
         forecast = fc.forecast(analysis, static, lead_times=[12, 24, 48, 96], regrid="bilinear")
 
-Variables are found by name (any order, extra ones ignored) in the analysis, then in the static
-dataset; lat2d/lon2d come from the coordinates when the files lack them. Inputs are standardised with
+Variables are found (any order, extra ones ignored) in the analysis, then in the static dataset: by
+name, then CF standard_name, then the ECMWF/CAMS aliases (forecast/variables.py), or as `rename` says;
+lat2d/lon2d come from the coordinates when the files lack them. Mixing ratios convert to mass
+concentrations only when asked (forecast/mixing_ratios.py). Inputs are standardised with
 the artifact's manifest stats, outputs inverted per pollutant. xarray is imported lazily (the `io`
 extra); torch is never imported.
 """
@@ -15,7 +17,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -24,6 +26,8 @@ import numpy as np
 
 import climax_deploy
 from climax_deploy.errors import BadInputError, InferenceError
+from climax_deploy.forecast import mixing_ratios
+from climax_deploy.forecast.variables import find_variables
 from climax_deploy.gridded.grid import REGRID_METHODS, Grid, coordinate_tolerance, horizontal_dims, orient, regrid_bilinear
 from climax_deploy.gridded.grid_file import coordinate_grid, dataset_grid
 from climax_deploy.gridded.units import to_model_units
@@ -32,7 +36,7 @@ from climax_deploy.manifest import Manifest
 from climax_deploy.optional import XARRAY
 from climax_deploy.runner import Runner
 from climax_deploy.runtime import load
-from climax_deploy.schema import UNITS, domain_coordinates
+from climax_deploy.schema import OUTPUTS, UNITS, domain_coordinates
 from climax_deploy.standardisation import Standardisation
 
 if TYPE_CHECKING:
@@ -68,6 +72,8 @@ class PreparedInput:
     regridded: bool
     mask: np.ndarray | None = None  # [H, W] bool, True where the forecast is valid
     mask_name: str | None = None
+    found: dict[str, str] = field(default_factory=dict)  # model variable -> where it came from, if not by name
+    conversions: list[str] = field(default_factory=list)  # mixing ratios converted, with their assumptions
 
 
 class PhysicalForecaster:
@@ -120,9 +126,13 @@ class PhysicalForecaster:
         regrid: str | None = None,
         target_grid: Grid | None = None,
         mask: str | Any | None = None,
+        rename: dict[str, str] | None = None,
+        convert_mixing_ratios: bool = False,
     ) -> PreparedInput:
-        """Gather the model's variables by name, in the model's units, onto the model grid; standardise them.
+        """Gather the model's variables, in the model's units, onto the model grid; standardise them.
 
+        Variables are found by name, CF standard_name or alias, or `rename` ({file name: model name}).
+        Mixing ratios (kg kg-1, ppb) of the pollutants are refused unless `convert_mixing_ratios`.
         Units are converted to climax_deploy.schema.UNITS (refused by name when missing or inconvertible);
         files are reoriented to the model grid (latitude direction, longitude convention) and must match
         its coordinates unless `regrid`. NaN is allowed only where `mask` is below 0.5: those cells get
@@ -134,30 +144,52 @@ class PhysicalForecaster:
         static = _one_time(static, "static") if static is not None else None
         sources = [("analysis", analysis)] + ([("static", static)] if static is not None else [])
         needed = [v for v in self.spec.variables if v not in COORDINATE_VARIABLES]
-        missing = [v for v in needed if not any(v in ds.data_vars for _, ds in sources)]
+        found = find_variables(self.spec.variables, sources, rename)
+        missing = [v for v in needed if v not in found]
         if missing:
             looked = " and ".join(name for name, _ in sources)
             raise BadInputError(
                 f"missing variable(s) {', '.join(missing)} (looked in the {looked} datasets); "
-                f"the model needs {', '.join(self.spec.variables)} (lat2d/lon2d may come from the coordinates)"
+                f"the model needs {', '.join(self.spec.variables)} (lat2d/lon2d may come from the coordinates), "
+                "found by name, CF standard_name or ECMWF/CAMS short name; map others with --rename FILE=MODEL"
             )
         target = self._target_grid(target_grid)
         regridded = self._check_grid(dataset_grid(analysis, "analysis"), target, "analysis", regrid)
         fields: dict[str, np.ndarray] = {}
         labels: dict[str, str] = {}
+        datasets = dict(sources)
+        ratios: dict[str, mixing_ratios.Kind] = {}
         for name in self.spec.variables:
-            found = next(((label, ds) for label, ds in sources if name in ds.data_vars), None)
-            if found is None:  # lat2d / lon2d from the model grid's coordinates
+            if name not in found:  # lat2d / lon2d from the model grid's coordinates
                 lon2d, lat2d = np.meshgrid(target.lon, target.lat)
                 fields[name] = lat2d if name == "lat2d" else lon2d
                 continue
-            label, ds = found
-            values = to_model_units(ds[name].values, ds[name].attrs, name, UNITS[name], label) if name in UNITS else (
-                np.asarray(ds[name].values, dtype=np.float64)
-            )  # fmt: skip
-            fields[name], moved = self._on_grid(ds[name].copy(data=values), label, target, regrid)
+            label, da = found[name].source, datasets[found[name].source][found[name].name]
+            kind = mixing_ratios.mixing_ratio_kind(da.attrs, name) if name in OUTPUTS else None
+            if kind is not None and not convert_mixing_ratios:
+                raise BadInputError(
+                    f"{label} variable {found[name].name!r} has units {str(da.attrs.get('units', ''))!r}, a {kind} "
+                    f"mixing ratio of {name!r}; expected units convertible to {UNITS[name]!r}: pass "
+                    "--convert-mixing-ratios (convert_mixing_ratios=True) to convert it with the file's surface "
+                    "pressure and temperature, or convert it beforehand"
+                )
+            if kind is not None:
+                values = mixing_ratios.as_fraction(da.values, da.attrs, found[name].name, label)
+                ratios[name] = kind
+            elif name in UNITS:
+                values = to_model_units(da.values, da.attrs, found[name].name, UNITS[name], label)
+            else:
+                values = np.asarray(da.values, dtype=np.float64)
+            fields[name], moved = self._on_grid(da.copy(data=values), label, target, regrid)
             regridded |= moved
             labels[name] = label
+        conversions = []
+        for name, kind in ratios.items():  # on the model grid, with p and T already in Pa and K
+            fields[name] = mixing_ratios.to_mass_concentration(
+                fields[name], kind, name, fields[mixing_ratios.PRESSURE], fields[mixing_ratios.TEMPERATURE]
+            )
+            units = str(datasets[found[name].source][found[name].name].attrs.get("units", "1"))
+            conversions.append(mixing_ratios.describe(name, kind, found[name].name, units))
         valid, mask_name = self._mask(mask, sources, target, regrid)
         _check_finite(fields, labels, valid)
         if not self.allow_implausible:
@@ -166,7 +198,8 @@ class PhysicalForecaster:
         if valid is not None:
             x[:, ~valid] = 0.0  # the standardised mean: a neutral value where the forecast is masked out
         units = {name: UNITS.get(name, DEFAULT_UNITS) for name in self.spec.output_variables}
-        return PreparedInput(x, target, _analysis_time(analysis), units, regridded, valid, mask_name)
+        where = {name: f.describe() for name, f in found.items() if f.how != "name"}
+        return PreparedInput(x, target, _analysis_time(analysis), units, regridded, valid, mask_name, where, conversions)
 
     def _target_grid(self, target: Grid | None) -> Grid:
         """The model grid (the manifest's coordinates), or a caller's grid of the model's shape."""
@@ -271,9 +304,12 @@ class PhysicalForecaster:
         target_grid: Grid | None = None,
         mask: str | Any | None = None,
         on_batch: BatchCallback | None = None,
+        rename: dict[str, str] | None = None,
+        convert_mixing_ratios: bool = False,
     ) -> xr.Dataset:
         """Forecast dataset with dims (lead_time, lat, lon), one variable per pollutant, physical units."""
-        prepared = self.prepare(analysis, static, regrid=regrid, target_grid=target_grid, mask=mask)
+        prepared = self.prepare(analysis, static, regrid=regrid, target_grid=target_grid, mask=mask, rename=rename,
+                                convert_mixing_ratios=convert_mixing_ratios)  # fmt: skip
         y = self.predict_physical(prepared, lead_times, on_batch)
         return self.to_dataset(y, prepared, _check_lead_times(lead_times), regrid)
 
@@ -284,21 +320,24 @@ class PhysicalForecaster:
         xr = XARRAY.load()
         manifest = self.manifest
         coords: dict[str, Any] = {
+            # A period, not a time: no axis T (CF 4.4 reads axis T as a time coordinate, which needs units
+            # "<unit> since <date>"); the file's one T axis is valid_time (standard_name time).
             "lead_time": ("lead_time", np.asarray(lead_times, dtype=np.float64),
-                          {"units": "hours", "standard_name": "forecast_period", "long_name": "lead time",
-                           "axis": "T"}),
+                          {"units": "hours", "standard_name": "forecast_period", "long_name": "lead time"}),
             "lat": ("lat", prepared.grid.lat,
                     {"units": "degrees_north", "standard_name": "latitude", "long_name": "latitude", "axis": "Y"}),
             "lon": ("lon", prepared.grid.lon,
                     {"units": "degrees_east", "standard_name": "longitude", "long_name": "longitude", "axis": "X"}),
         }  # fmt: skip
         if prepared.time is not None:
-            coords["time"] = ((), prepared.time, {"standard_name": "forecast_reference_time"})
+            coords["time"] = ((), prepared.time, {"standard_name": "forecast_reference_time",
+                                                  "long_name": "analysis time"})  # fmt: skip
             if np.issubdtype(np.asarray(prepared.time).dtype, np.datetime64):
                 valid = np.asarray(prepared.time) + np.asarray(
                     [np.timedelta64(int(round(h * 3600)), "s") for h in lead_times]
                 )
-                coords["valid_time"] = ("lead_time", valid, {"standard_name": "time"})
+                coords["valid_time"] = ("lead_time", valid, {"standard_name": "time", "long_name": "valid time",
+                                                             "axis": "T"})  # fmt: skip
         mask_note = (
             f"cells outside the validity mask {prepared.mask_name!r} are NaN" if prepared.mask is not None else None
         )
@@ -328,6 +367,10 @@ class PhysicalForecaster:
             else "none (analysis on the model grid)",
             "history": f"{datetime.now(timezone.utc).isoformat(timespec='seconds')} climax-deploy forecast",
         }
+        if prepared.found:
+            attrs["input_variables"] = "; ".join(f"{name} = {where}" for name, where in prepared.found.items())
+        if prepared.conversions:
+            attrs["input_conversions"] = "; ".join(prepared.conversions)
         if mask_note:
             attrs["validity_mask"] = str(prepared.mask_name)
             attrs["comment"] = mask_note

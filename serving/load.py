@@ -240,6 +240,7 @@ def build_parser() -> ArgParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    TRITONCLIENT_GRPC.load()  # the `serve` extra, named before the server starts or anything is printed
     if args.serve is not None:
         from climax_deploy.serving.launch import ServerProcess
 

@@ -193,24 +193,33 @@ def test_other_units_or_orientation_give_the_same_forecast(
 def test_inconvertible_units_are_one_line(small_onnx: Path, files: tuple[Path, Path], tmp_path: Path) -> None:
     with xr.open_dataset(files[0]) as a0:
         analysis = a0.load()
-    analysis["co"].attrs["units"] = "ppb"
+    analysis["co"].attrs["units"] = "K"
     analysis.to_netcdf(tmp_path / "a.nc")
     out = forecast_cli("--model", str(small_onnx), "--analysis", "a.nc", "--static", str(files[1]), "-o", "f.nc",
                        cwd=tmp_path)  # fmt: skip
-    assert out.returncode == 2 and "'co' has units 'ppb'" in out.stderr, out.stderr
+    assert out.returncode == 2 and "'co' has units 'K'" in out.stderr, out.stderr
     assert out.stderr.count("\n") == 1 and "Traceback" not in out.stderr, out.stderr
+    analysis["co"].attrs["units"] = "ug m-3"
+    analysis["no2"].attrs["units"] = "ppb"  # a mixing ratio: refused unless --convert-mixing-ratios
+    analysis.to_netcdf(tmp_path / "a.nc")
+    out = forecast_cli("--model", str(small_onnx), "--analysis", "a.nc", "--static", str(files[1]), "-o", "f.nc",
+                       cwd=tmp_path)  # fmt: skip
+    assert out.returncode == 2 and "'no2' has units 'ppb', a volume mixing ratio of 'no2'" in out.stderr, out.stderr
+    assert "--convert-mixing-ratios" in out.stderr and out.stderr.count("\n") == 1, out.stderr
 
 
 def test_forecast_file_is_cf_clean(base_forecast: Path) -> None:
     import netCDF4
 
     with netCDF4.Dataset(base_forecast) as nc:
-        for name, axis in (("lat", "Y"), ("lon", "X"), ("lead_time", "T")):
+        for name, axis in (("lat", "Y"), ("lon", "X"), ("valid_time", "T")):
             var = nc.variables[name]
             assert "_FillValue" not in var.ncattrs(), f"{name} has a _FillValue"
             assert var.getncattr("axis") == axis
-        lead = nc.variables["lead_time"]
+        assert " since " in nc.variables["valid_time"].getncattr("units")  # CF 4.4: a time coordinate
+        lead = nc.variables["lead_time"]  # a period (forecast_period), so no axis T (cfchecks: ERROR 4.4)
         assert lead.dtype in (np.float32, np.float64) and lead.getncattr("units") == "hours"
+        assert "axis" not in lead.ncattrs()
         assert nc.variables["lat"].getncattr("standard_name") == "latitude"
         assert nc.variables["lon"].getncattr("standard_name") == "longitude"
         for name in OUTPUTS:

@@ -82,3 +82,18 @@ def test_polygraphy_run_fails_on_a_wrong_reference(tmp_path: Path, small_onnx: P
            "--load-outputs", str(out / OUTPUTS_FILE), "--atol", str(atol), "--rtol", str(rtol)]  # fmt: skip
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert result.returncode != 0 and "FAILED" in result.stdout
+
+
+def test_polygraphy_inspect_model_works_in_the_projects_venv(small_onnx: Path) -> None:
+    """tensorrt-stubs stay out of the venv (Makefile: a stub path for mypy): with them importable,
+    Polygraphy takes TensorRT for present and `inspect model` fails (tensorrt has no float32)."""
+    from climax_deploy.tensorrt_version import tensorrt_available
+
+    if not tensorrt_available():
+        with pytest.raises(ImportError):
+            __import__("tensorrt")
+    result = subprocess.run([*_polygraphy(), "inspect", "model", str(small_onnx)], capture_output=True, text=True,
+                            timeout=300)  # fmt: skip
+    shown = result.stdout + result.stderr
+    assert result.returncode == 0, shown[-3000:]
+    assert "x [dtype=float32" in shown and "y [dtype=float32" in shown and "Traceback" not in shown, shown[-3000:]

@@ -1,6 +1,8 @@
 """mypy on the TensorRT-facing modules against tensorrt-stubs (TensorRT 10.13's Python API).
 
-TensorRT cannot be installed here, so this is how its API use is checked in CI. Two wrinkles:
+TensorRT cannot be installed here, so this is how its API use is checked in CI. The stubs live in a
+stub path (`make` installs them with `pip install --target .typing-stubs`), never in the venv, where
+they would make `import tensorrt` succeed without TensorRT. Two wrinkles:
 - the package directories are mapped (runtime/ -> climax_deploy.runtime, ...), which mypy cannot
   follow through the editable install, so a temporary tree of symlinks recreates the package
   (tests/package_tree.py, from pyproject's package-dir);
@@ -11,7 +13,6 @@ TensorRT cannot be installed here, so this is how its API use is checked in CI. 
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 import subprocess
@@ -39,14 +40,12 @@ CHECKED = [
 STUB_PACKAGES = ("tensorrt", "tensorrt_bindings")
 
 
+STUB_PATH = ROOT / ".typing-stubs"  # the Makefile's STUB_PATH
+
+
 def _stub_dir(package: str) -> Path | None:
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    for location in spec.submodule_search_locations:
-        if (Path(location) / "__init__.pyi").is_file():
-            return Path(location)
-    return None
+    location = STUB_PATH / package
+    return location if (location / "__init__.pyi").is_file() else None
 
 
 def repair_stub(text: str) -> str:
@@ -61,7 +60,8 @@ def typecheck_root(tmp: Path) -> Path:
     for stub in STUB_PACKAGES:
         source_dir = _stub_dir(stub)
         if source_dir is None:
-            pytest.skip(f"tensorrt-stubs is not installed (pip install --no-deps tensorrt-stubs==10.13.0.35.1); no {stub} stubs")
+            pytest.skip(f"no {stub} stubs in {STUB_PATH} (make .venv/.installed; or pip install --no-deps "
+                        f"--target {STUB_PATH.name} tensorrt-stubs==10.13.0.35.1)")
         target = tmp / stub
         target.mkdir()
         for pyi in source_dir.glob("*.pyi"):
