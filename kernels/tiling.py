@@ -106,24 +106,57 @@ def tile_sizes(head_dim: int, dtype: str, interpret: bool = False) -> tuple[int,
 
 # Ahead-of-time (TensorRT plugin) compilation. TensorRT's KernelLaunchParams carries a byte count
 # only; nothing in tensorrt.plugin (v10.13-v11.1) opts a kernel into more than the 48 KiB of dynamic
-# shared memory every CUDA GPU grants without cuFuncSetAttribute, so the AOT tiles must fit 48 KiB.
-AOT_SHARED_MEM_LIMIT = 48 * 1024
+# shared memory every CUDA GPU grants without cuFuncSetAttribute, and --hardware-compat ampere+ caps
+# the driver's reserved shared memory (1 KiB per block on compute capability >= 8.0) plus the
+# kernel's at 48 KiB (NvInfer.h v11.1, HardwareCompatibilityLevel::kAMPERE_PLUS): the AOT kernel may
+# use 47 KiB.
+AOT_SHARED_MEM_LIMIT = 47 * 1024
+# Head dims the precompiled kernel is built for: multiples of 16 (q/k/v loads vectorise) up to 128.
+# Each is checked by tests/test_aot_registers.py with the bundled ptxas for sm_80 and sm_90: shared
+# memory, no spills, >= 2 resident blocks per SM. Wider heads (144..256) spill or exceed 47 KiB at
+# every tile that tl.dot accepts; they run with --attention inline or native.
+AOT_HEAD_DIMS: tuple[int, ...] = tuple(range(16, 129, 16))
+# Registers per SM on compute capability 8.0 and 9.0 (CUDA programming guide, compute capabilities
+# table: 64 K 32-bit registers per SM, at most 255 per thread, allocated per warp in units of 256).
+REGISTERS_PER_SM = 65536
+REGISTER_UNIT_PER_WARP = 256
+
+
+def check_aot_head_dim(head_dim: int) -> None:
+    """BadInputError unless the precompiled (TensorRT plugin) kernel is built for `head_dim`."""
+    if head_dim not in AOT_HEAD_DIMS:
+        raise BadInputError(
+            f"--attention plugin supports head dims {AOT_HEAD_DIMS[0]}..{AOT_HEAD_DIMS[-1]} in steps of 16, got "
+            f"{head_dim}; use --attention inline or native"
+        )
 
 
 def aot_tile_sizes(head_dim: int, dtype: str) -> tuple[int, int, int, int]:
     """(block_m, block_n, num_warps, num_stages) for the TensorRT plugin's precompiled kernel.
 
-    Narrower tiles and two stages, so shared memory stays within AOT_SHARED_MEM_LIMIT at sm_80
-    (Triton 3.9, head dim 128: fp16 64 x 32 tiles 36 KiB, fp32 32 x 16 tiles 34 KiB; the CUDA
-    launcher's fp16 128 x 64 x 3 stages needs 97 KiB). compile_ptx checks the limit on every build.
+    Chosen with Triton 3.9's bundled ptxas -v for sm_80 and sm_90 so that every AOT_HEAD_DIMS x dtype
+    kernel fits AOT_SHARED_MEM_LIMIT, spills no registers and leaves room for >= 2 blocks per SM
+    (docs/kernels.md has the table). 16-bit heads <= 64: 128 x 32 tiles, 8 warps (128 registers);
+    wider: 64 x 32, 4 warps (the 128-row tile spills at head dim 64 with 4 warps, and at 96 uses 194
+    registers x 8 warps: one block per SM). fp32: 32 x 32, or 32 x 16 above 96. The CUDA launcher's
+    fp16 128 x 64 x 3 stages needs 97 KiB. compile_ptx checks the shared-memory limit on every build.
     """
     if dtype not in DTYPES:
         raise BadInputError(f"elevation attention supports q/k/v dtypes {DTYPES}, got {dtype!r}")
+    check_aot_head_dim(head_dim)
     split = split_head_dim(head_dim)
     width = split.d0 + split.d1
     if dtype == "fp32":
         return 32, 32 if width <= 96 else 16, 4, 2
-    return 128 if width <= 96 else 64, 32, 8 if width > 64 else 4, 2
+    if width <= 64:
+        return 128, 32, 8, 2
+    return 64, 32, 4, 2
+
+
+def blocks_per_sm(registers: int, num_warps: int) -> int:
+    """Resident blocks per SM that `registers` per thread allow (compute capability 8.0 / 9.0)."""
+    per_warp = -(-registers * 32 // REGISTER_UNIT_PER_WARP) * REGISTER_UNIT_PER_WARP
+    return REGISTERS_PER_SM // per_warp // num_warps
 
 
 def dot_precision(dtype: str) -> str:

@@ -10,7 +10,7 @@ What TensorRT checks or relies on, each encoded in tests/test_trt_plugin_contrac
 functions' annotations are classes (TensorRT validates them with issubclass(), so this module's
 string annotations are replaced, plugin_functions); the PTX declares exactly the 22 parameters
 TensorRT's AOT launch passes, targets sm_80 at PTX ISA 7.8 (true to --hardware-compat ampere+),
-vectorises its loads and fits 48 KiB of shared memory (compile_ptx). Sources: docs/tensorrt.md.
+vectorises its loads and fits 47 KiB of shared memory (compile_ptx; ampere+ leaves 48 KiB with the driver's 1 KiB). Sources: docs/tensorrt.md.
 
 Typing: tensorrt-stubs 10.13 has no stubs for the `tensorrt.plugin` module, so that module is `Any`
 here; everything taken from `tensorrt` itself is checked against the stubs. The parts that need no

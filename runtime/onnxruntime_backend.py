@@ -55,6 +55,25 @@ class OnnxRuntimeOptions:
     # its types, and the flag would let TensorRT run its float32 islands in fp16 (refused for fp16 exports).
     trt_fp16: bool = False
     trt_workspace_bytes: int | None = None  # TensorRT workspace limit (default: ONNX Runtime's)
+    # With trt_fp16: keep LayerNormalization out of TensorRT (it runs on CUDA, float32) and ask for ONNX
+    # Runtime's Pow + ReduceMean fp32 fallback; see LAYERNORM_FP32_OPTIONS. Without trt_fp16 nothing is needed.
+    trt_layernorm_fp32: bool = True
+
+
+# ONNX Runtime's TensorRT provider (tensorrt_execution_provider_info.cc, provider_option_names; the
+# TensorRT provider's CreateNetwork / op exclusion in tensorrt_execution_provider.cc):
+# - trt_op_types_to_exclude: a comma-separated list of op types the provider never claims; setting it
+#   replaces the provider's default list (the data-dependent-shape ops NonMaxSuppression, NonZero,
+#   RoiAlign), so that list is kept. LayerNormalization then runs on the CUDA provider in its input type,
+#   float32: TensorRT's fp16 flag cannot reach it.
+# - trt_layer_norm_fp32_fallback: read only when trt_fp16_enable is set; it pins an ElementWise(Pow) layer
+#   followed by a Reduce layer to fp32 (a LayerNorm decomposed into primitive ops), not a
+#   LayerNormalization node (TensorRT's INormalizationLayer), hence the exclusion above.
+TRT_DEFAULT_EXCLUDED_OPS = ("NonMaxSuppression", "NonZero", "RoiAlign")
+LAYERNORM_FP32_OPTIONS = {
+    "trt_op_types_to_exclude": ",".join((*TRT_DEFAULT_EXCLUDED_OPS, "LayerNormalization")),
+    "trt_layer_norm_fp32_fallback": "1",
+}
 
 
 def available_providers() -> list[str]:
@@ -106,6 +125,10 @@ def tensorrt_provider_options(options: OnnxRuntimeOptions) -> dict[str, str]:
     booleans "1"/"0" (core/common/parse_string.h). The engine cache and the timing cache share the folder.
     """
     provider: dict[str, str] = {"trt_fp16_enable": "1" if options.trt_fp16 else "0"}
+    if options.trt_fp16 and options.trt_layernorm_fp32:
+        # fp32 exports only (check_trt_fp16): their LayerNorms would otherwise be open to fp16 kernels. Without
+        # the flag TensorRT keeps float32 tensors in float32, so an fp16 export's casts keep its LayerNorms fp32.
+        provider.update(LAYERNORM_FP32_OPTIONS)
     if options.trt_workspace_bytes is not None:
         if options.trt_workspace_bytes <= 0:
             raise BadInputError(f"trt_workspace_bytes must be > 0, got {options.trt_workspace_bytes}")
@@ -132,6 +155,8 @@ def check_trt_fp16(precision: str, options: OnnxRuntimeOptions) -> None:
 def session_providers(chosen: list[str], options: OnnxRuntimeOptions) -> list[str | tuple[str, dict[str, str]]]:
     """`chosen` as InferenceSession's `providers`: the TensorRT provider with its options, the others by name."""
     trt_set = options.trt_cache_dir is not None or options.trt_workspace_bytes is not None or options.trt_fp16
+    if not options.trt_layernorm_fp32 and not options.trt_fp16:
+        raise BadInputError("trt_layernorm_fp32=False only matters with trt_fp16 (fp32 exports); drop it")
     if TENSORRT_PROVIDER not in chosen:
         if trt_set:
             raise BadInputError("trt_* options apply to the TensorRT provider only; add providers='tensorrt'")
@@ -170,6 +195,7 @@ class OnnxRuntimeRunner(Runner):
             session_options.intra_op_num_threads = options.threads
         session_options.log_severity_level = 3
         providers = session_providers(chosen, options)
+        self.provider_options = {name: opts for name, opts in (p for p in providers if isinstance(p, tuple))}
         try:
             self.session: Any = ort.InferenceSession(str(path), session_options, providers=providers)
         except Exception as exc:  # onnxruntime raises its own exception types
@@ -201,4 +227,5 @@ class OnnxRuntimeRunner(Runner):
             "model": str(self.path),
             "providers_available": self.providers_available,
             "providers_used": self.providers_used,
+            "provider_options": self.provider_options,
         }

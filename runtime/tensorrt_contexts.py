@@ -1,8 +1,17 @@
-"""The context pool: one TensorRT execution context, CUDA stream and set of device buffers per thread.
+"""The context pool: one TensorRT execution context, CUDA stream and set of I/O buffers per thread;
+activation memory from a bounded pool shared by all threads.
 
 TensorRT contexts are not thread-safe; the engine is. PerThread makes a thread's resources on its
 first call and frees them once the thread has ended; InFlight lets close() wait for running predicts
-before the contexts and the engine are freed. Both are pure Python (tested without TensorRT).
+before the contexts and the engine are freed. A context made with the default strategy (kSTATIC)
+allocates its own activation memory, the largest over the engine's profiles, so N threads would hold
+N copies (inline attention: [B, H, N, N] scores each). Here contexts are made with
+ExecutionContextAllocationStrategy.USER_MANAGED and borrow one of at most `size` blocks of
+engine.device_memory_size_v2 bytes (the largest profile's need) from a Bounded pool for each run:
+IExecutionContext::setDeviceMemoryV2 (include/NvInferRuntime.h, v10.13.0 and v11.1) says the memory is
+in use from enqueueV3 until the work completes and may not be used by a context running in parallel,
+so a block is handed back only after the run's stream has synchronised. PerThread, Bounded and
+InFlight are pure Python (tested without TensorRT).
 """
 
 from __future__ import annotations
@@ -69,6 +78,62 @@ class PerThread(Generic[T]):
             self._free(item)
 
 
+class Bounded(Generic[T]):
+    """At most `size` resources, made on demand and lent to one caller at a time; callers beyond that wait.
+
+    Memory is bounded by `size` blocks however many threads call; a resource is reused by the next caller.
+    """
+
+    def __init__(self, make: Callable[[], T], free: Callable[[T], None], size: int) -> None:
+        if size < 1:
+            raise BadInputError(f"expected at least 1 shared activation block, got {size}")
+        self._make, self._free, self.size = make, free, size
+        self._idle: list[T] = []
+        self._made = 0
+        self._closed = False
+        self._changed = threading.Condition()
+
+    @contextmanager
+    def borrow(self) -> Iterator[T]:
+        """One resource for the body's duration (made if fewer than `size` exist and none is idle)."""
+        with self._changed:
+            self._changed.wait_for(lambda: self._closed or self._idle or self._made < self.size)
+            if self._closed:
+                raise BadInputError("this activation pool was closed")
+            if self._idle:
+                item = self._idle.pop()
+            else:
+                self._made += 1
+                try:
+                    item = self._make()
+                except BaseException:
+                    self._made -= 1
+                    self._changed.notify()
+                    raise
+        try:
+            yield item
+        finally:
+            with self._changed:
+                self._idle.append(item)
+                self._changed.notify()
+
+    @property
+    def made(self) -> int:
+        """Resources made so far (at most `size`)."""
+        with self._changed:
+            return self._made
+
+    def close(self) -> None:
+        """Free every idle resource and refuse new borrows (call once no borrow is running)."""
+        with self._changed:
+            self._closed = True
+            items, self._idle = self._idle, []
+            self._made -= len(items)
+            self._changed.notify_all()
+        for item in items:
+            self._free(item)
+
+
 class InFlight:
     """Counts the calls running on a resource, so that closing it waits for them and refuses new ones.
 
@@ -123,12 +188,32 @@ def set_device(cuda: Any, index: int) -> None:
         raise InferenceError(f"cudaSetDevice({index}) failed with CUDA error {status}; is device {index} visible?")
 
 
-class ThreadState:
-    """One execution context, stream and set of device buffers per thread."""
+class ActivationBlock:
+    """One block of device memory for a context's activations: engine.device_memory_size_v2 bytes."""
 
-    def __init__(self, engine: trt.ICudaEngine, cuda: Any, device: int) -> None:
+    def __init__(self, cuda: Any, device: int, size: int) -> None:
         set_device(cuda, device)
-        context = engine.create_execution_context()
+        self.cuda, self.device, self.size = cuda, device, size
+        self.array = cuda.DeviceArray(shape=(max(size, 1),), dtype=np.uint8) if size > 0 else None
+
+    @property
+    def ptr(self) -> int:
+        return int(self.array.ptr) if self.array is not None else 0
+
+    def free(self) -> None:
+        if self.array is not None:
+            set_device(self.cuda, self.device)
+            self.array.free()
+            self.array = None
+
+
+class ThreadState:
+    """One execution context (without its own activation memory), stream and set of I/O buffers per thread."""
+
+    def __init__(self, engine: trt.ICudaEngine, cuda: Any, device: int, strategy: Any) -> None:
+        set_device(cuda, device)
+        # USER_MANAGED: the context allocates no activation memory; each run lends it an ActivationBlock.
+        context = engine.create_execution_context(strategy)
         if context is None:
             raise InferenceError("TensorRT could not create an execution context (out of GPU memory?)")
         self.context: trt.IExecutionContext = context
@@ -154,4 +239,4 @@ class ThreadState:
         del self.context  # TensorRT destroys the context with its last reference
 
 
-__all__ = ["InFlight", "PerThread", "ThreadState", "import_cuda", "set_device"]
+__all__ = ["ActivationBlock", "Bounded", "InFlight", "PerThread", "ThreadState", "import_cuda", "set_device"]

@@ -33,7 +33,15 @@ from climax_deploy.runtime.tensorrt_compat import (
     runtime_candidates,
     select_runtime,
 )
-from climax_deploy.runtime.tensorrt_contexts import InFlight, PerThread, ThreadState, import_cuda, set_device
+from climax_deploy.runtime.tensorrt_contexts import (
+    ActivationBlock,
+    Bounded,
+    InFlight,
+    PerThread,
+    ThreadState,
+    import_cuda,
+    set_device,
+)
 from climax_deploy.schema import INPUT_NAME, LEAD_TIMES_NAME, OUTPUT_NAME
 
 if TYPE_CHECKING:
@@ -52,10 +60,15 @@ class TensorRTOptions:
     # climax_deploy.kernels.trt_plugin.register_elevation_attention_plugin; None relies on the
     # kernel the engine embeds.
     register_plugins: Callable[[], object] | None = None
+    # Activation blocks shared by all threads' contexts, each engine.device_memory_size_v2 bytes (the largest
+    # profile's need): at most this many predicts run on the GPU at once, the others wait (docs/memory.md).
+    activation_blocks: int = 1
 
     def __post_init__(self) -> None:
         if self.device < 0:
             raise BadInputError(f"device must be a CUDA device index >= 0, got {self.device}")
+        if self.activation_blocks < 1:
+            raise BadInputError(f"activation_blocks must be >= 1, got {self.activation_blocks}")
 
 
 _NUMPY_DTYPES: dict[str, Any] = {"FLOAT": np.float32, "HALF": np.float16}  # the model's I/O types
@@ -90,15 +103,21 @@ class TensorRTRunner(Runner):
                 log.info("plugin engine: relying on the ElevationAttention kernel embedded in the engine")
         cuda = import_cuda()
         set_device(cuda, options.device)  # the engine's memory goes to the chosen device
-        self._open(self._deserialize(module, path, choice.host_code), cuda)
+        self._open(self._deserialize(module, path, choice.host_code), cuda, module.ExecutionContextAllocationStrategy.USER_MANAGED)
 
-    def _open(self, engine: trt.ICudaEngine, cuda: Any) -> None:
-        """Serve `engine`: contexts made per thread on first use, and the count close() waits on."""
+    def _open(self, engine: trt.ICudaEngine, cuda: Any, strategy: Any) -> None:
+        """Serve `engine`: contexts made per thread on first use, activation blocks shared, and the count
+        close() waits on."""
         self._cuda = cuda
         self._engine: trt.ICudaEngine | None = engine
         device = self.options.device
         self._states: PerThread[ThreadState] = PerThread(
-            lambda: ThreadState(self._live_engine(), self._cuda, device), ThreadState.free
+            lambda: ThreadState(self._live_engine(), self._cuda, device, strategy), ThreadState.free
+        )
+        self.activation_bytes = int(engine.device_memory_size_v2)  # the largest profile's need
+        self._activations: Bounded[ActivationBlock] = Bounded(
+            lambda: ActivationBlock(self._cuda, device, self.activation_bytes), ActivationBlock.free,
+            self.options.activation_blocks,
         )
         self._in_flight = InFlight(f"{self.backend} runner")
 
@@ -143,11 +162,14 @@ class TensorRTRunner(Runner):
         out_dtype = np.dtype(self._np_dtype(OUTPUT_NAME))
         out_device = state.buffer(OUTPUT_NAME, out_shape, out_dtype)
         context.set_tensor_address(OUTPUT_NAME, int(out_device.ptr))
-        if not context.execute_async_v3(stream.ptr):
-            raise InferenceError("TensorRT execute_async_v3 failed (see the TensorRT log above)")
         out = np.empty(out_shape, dtype=out_dtype)
-        out_device.copy_to(out, stream)
-        stream.synchronize()
+        with self._activations.borrow() as block:  # held until the stream has finished with it
+            context.set_device_memory(block.ptr, block.size)
+            if not context.execute_async_v3(stream.ptr):
+                stream.synchronize()
+                raise InferenceError("TensorRT execute_async_v3 failed (see the TensorRT log above)")
+            out_device.copy_to(out, stream)
+            stream.synchronize()
         return out.astype(np.float32, copy=False)
 
     def _np_dtype(self, name: str) -> Any:
@@ -169,11 +191,14 @@ class TensorRTRunner(Runner):
             "gpu": dataclasses.asdict(self.gpu),
             "attention": self.manifest.build.attention,
             "build_path": self.manifest.build_path,
+            "activation_bytes": self.activation_bytes,
+            "activation_blocks": self.options.activation_blocks,
         }
 
     def _close_impl(self) -> None:
         self._in_flight.close()  # refuse new predicts, wait for those running
         self._states.close()
+        self._activations.close()
         self._engine = None  # TensorRT frees the engine with its last reference
 
 

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -30,7 +31,7 @@ from climax_deploy.export.tensorrt_profile import plan_build
 from climax_deploy.manifest import BatchSpec, BuildOptions, EngineManifest, GpuRecord, read_onnx_manifest
 from climax_deploy.runner import ModelSpec, Runner
 from climax_deploy.runtime.tensorrt_compat import check_engine_compatibility, runtime_candidates, select_runtime
-from climax_deploy.runtime.tensorrt_contexts import InFlight, PerThread
+from climax_deploy.runtime.tensorrt_contexts import Bounded, InFlight, PerThread
 from climax_deploy.runtime.tensorrt_runner import TensorRTOptions, TensorRTRunner
 from climax_deploy.tensorrt_version import TensorRTVersion
 
@@ -163,6 +164,9 @@ class _FakeContext:
     def set_tensor_address(self, name: str, address: int) -> None:
         pass
 
+    def set_device_memory(self, memory: int, size: int) -> None:
+        self.log.append(f"memory {size}")
+
     def get_tensor_shape(self, name: str) -> tuple[int, ...]:
         b, _, h, w = self.shapes["x"]
         return (b, 7, h, w)
@@ -175,10 +179,13 @@ class _FakeContext:
 
 
 class _FakeEngine:
+    device_memory_size_v2 = 64
+
     def __init__(self, context: _FakeContext) -> None:
         self.context = context
 
-    def create_execution_context(self) -> _FakeContext:
+    def create_execution_context(self, strategy: object) -> _FakeContext:
+        assert strategy == "USER_MANAGED"
         return self.context
 
     def get_tensor_dtype(self, name: str) -> _FakeDtype:
@@ -240,7 +247,7 @@ def test_close_waits_for_a_predict_in_flight_then_refuses_new_ones() -> None:
     runner = TensorRTRunner.__new__(TensorRTRunner)  # the threading logic only: no TensorRT, no GPU
     Runner.__init__(runner, ModelSpec(tuple("abc"), tuple("0123456"), (2, 4), BatchSpec(1, 1, 2)))
     runner.path, runner.options = Path("fake.engine"), TensorRTOptions()
-    runner._open(_FakeEngine(_FakeContext(log, entered, release)), _FakeCuda(log))
+    runner._open(_FakeEngine(_FakeContext(log, entered, release)), _FakeCuda(log), "USER_MANAGED")
 
     results: list[np.ndarray] = []
     predict = threading.Thread(target=lambda: results.append(runner.predict(np.zeros((1, 3, 2, 4), np.float32), [6.0])))
@@ -249,14 +256,53 @@ def test_close_waits_for_a_predict_in_flight_then_refuses_new_ones() -> None:
     closer = threading.Thread(target=runner.close)
     closer.start()
     closer.join(0.3)
-    assert closer.is_alive() and log == []  # close() waits: nothing freed under the running predict
+    assert closer.is_alive() and log == ["memory 64"]  # close() waits: nothing freed under the running predict
     release.set()
     predict.join(10)
     closer.join(10)
-    assert not closer.is_alive() and log == ["executed", "freed"]
+    assert not closer.is_alive() and log == ["memory 64", "executed", "freed"]
     assert results[0].shape == (1, 7, 2, 4) and float(results[0].min()) == 1.0
     with pytest.raises(BadInputError, match="closed"):
         runner.predict(np.zeros((1, 3, 2, 4), np.float32), [6.0])
+
+
+def test_threads_share_a_bounded_number_of_activation_blocks() -> None:
+    """N threads, `size` blocks: never more made, never one lent twice at once; the rest wait and reuse."""
+    made: list[int] = []
+    freed: list[int] = []
+    pool: Bounded[int] = Bounded(lambda: made.append(len(made)) or made[-1], freed.append, size=2)
+    lent: set[int] = set()
+    clash: list[int] = []
+    most = [0]
+    lock = threading.Lock()
+
+    def run() -> None:
+        for _ in range(20):
+            with pool.borrow() as block:
+                with lock:
+                    if block in lent:
+                        clash.append(block)
+                    lent.add(block)
+                    most[0] = max(most[0], len(lent))
+                time.sleep(0.001)
+                with lock:
+                    lent.discard(block)
+
+    threads = [threading.Thread(target=run) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert pool.made == len(made) == 2 and most[0] == 2 and clash == []
+    pool.close()
+    assert sorted(freed) == [0, 1]
+    with pytest.raises(BadInputError, match="closed"):
+        with pool.borrow():
+            pass
+    with pytest.raises(BadInputError, match="at least 1"):
+        Bounded(lambda: 0, freed.append, size=0)
+    with pytest.raises(BadInputError, match="activation_blocks must be >= 1"):
+        TensorRTOptions(activation_blocks=0)
 
 
 def test_in_flight_refuses_calls_once_closing_has_begun() -> None:

@@ -54,7 +54,17 @@ def build_parser() -> ArgParser:
                    help="also run all terrains as one batch, split at the artifact's batch limit "
                         f"(default: on up to {MIXED_BATCH_MAX_PATCHES} patches)")  # fmt: skip
     p.add_argument("--checkpoint", type=Path, help="weights for the reference if not recorded in the manifest")
-    p.add_argument("--providers", default="auto", help="ONNX Runtime providers: auto (default), cpu, cuda")
+    p.add_argument("--providers", default="auto",
+                   help="ONNX Runtime providers: auto (default), cpu, cuda, tensorrt (the TensorRT execution provider: "
+                        "the gate its results must pass before that route serves, docs/tensorrt.md)")  # fmt: skip
+    p.add_argument("--trt-cache-dir", type=Path, metavar="DIR",
+                   help="--providers tensorrt: TensorRT's engine and timing cache folder; give the one serving uses, "
+                        "so the engines graded are the engines served")  # fmt: skip
+    p.add_argument("--trt-fp16", action="store_true",
+                   help="--providers tensorrt, fp32 exports: let TensorRT pick fp16 kernels (LayerNorms stay fp32 "
+                        "unless --no-trt-layernorm-fp32)")  # fmt: skip
+    p.add_argument("--trt-layernorm-fp32", action=argparse.BooleanOptionalAction, default=True,
+                   help="with --trt-fp16: keep LayerNormalization out of TensorRT, in fp32 on CUDA (default on)")
     p.add_argument("--threads", type=int, default=None, help="ONNX Runtime (or OpenVINO) intra-op threads")
     p.add_argument("--json", type=Path, metavar="FILE", help="also write the report as JSON")
     p.add_argument("--report", type=Path, metavar="DIR",
@@ -65,13 +75,28 @@ def build_parser() -> ArgParser:
     return p
 
 
+def ort_options(args: argparse.Namespace) -> Any:
+    """check-parity's ONNX Runtime options; --trt-* without --providers tensorrt is refused in one line."""
+    from climax_deploy.runtime import OnnxRuntimeOptions
+    from climax_deploy.runtime.onnxruntime_backend import session_providers
+
+    options = OnnxRuntimeOptions(providers=args.providers, threads=args.threads, trt_cache_dir=args.trt_cache_dir,
+                                 trt_fp16=args.trt_fp16, trt_layernorm_fp32=args.trt_layernorm_fp32)  # fmt: skip
+    if args.providers.lower() not in ("tensorrt", "tensorrtexecutionprovider"):
+        if args.trt_cache_dir is not None or args.trt_fp16 or not args.trt_layernorm_fp32:
+            raise BadInputError("--trt-cache-dir, --trt-fp16 and --no-trt-layernorm-fp32 need --providers tensorrt")
+        return options
+    session_providers(["TensorrtExecutionProvider"], options)  # the option rules, before the long run
+    return options
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run check-parity; exit 0 pass, 1 fail (a ClimaxDeployError becomes exit 2 in `entry`)."""
     args = build_parser().parse_args(argv)
     from climax_deploy.artifacts import check_outputs_distinct, check_writable, check_writable_dir, write_json_atomic
     from climax_deploy.progress import Progress
     from climax_deploy.runtime import OnnxRuntimeOptions
-    from climax_deploy.validate.parity import format_report, run_parity
+    from climax_deploy.validate.parity import format_report, run_parity, tensorrt_route_problem
 
     # Before the long run: no output may overwrite an input, and every output must be writable.
     terrains = {f"--terrain {t}": Path(t) for t in args.terrain or [] if t.endswith(".npy")}
@@ -84,10 +109,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         require_matplotlib()
     onnx = args.model.suffix == ".onnx"
-    load_options: Any = OnnxRuntimeOptions(providers=args.providers, threads=args.threads) if onnx else None
+    load_options: Any = ort_options(args) if onnx else None
+    if load_options is None and (args.trt_cache_dir is not None or args.trt_fp16 or not args.trt_layernorm_fp32):
+        raise BadInputError("--trt-* options apply to .onnx files run with --providers tensorrt")
     if args.backend == "openvino":
-        if args.providers != "auto":
-            raise BadInputError(f"--providers {args.providers} is an ONNX Runtime option; --backend openvino runs on the CPU")
+        if args.providers != "auto" or args.trt_cache_dir is not None or args.trt_fp16:
+            raise BadInputError("--providers and --trt-* are ONNX Runtime options; --backend openvino runs on the CPU")
         load_options = {"threads": args.threads}
     report = run_parity(
         args.model,
@@ -104,6 +131,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         winds=args.winds,
     )
     print(format_report(report))
+    route_problem = tensorrt_route_problem(report.backend, load_options)
+    if route_problem:
+        print(f"FAIL: {route_problem}")
     if args.json:
         write_json_atomic(args.json, report.as_dict())
     if args.report:
@@ -111,7 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         write_parity_report(report, args.report)
         print(f"wrote {args.report / INDEX} and its pictures")
-    return EXIT_OK if report.passed else EXIT_FAILED
+    return EXIT_OK if report.passed and not route_problem else EXIT_FAILED
 
 
 def entry() -> None:

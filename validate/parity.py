@@ -371,6 +371,34 @@ def reference_outputs(
     return truth, same
 
 
+def tensorrt_route_problem(backend: dict[str, Any], options: Any) -> str | None:
+    """Why a passing report would not vouch for the ONNX Runtime TensorRT route, or None.
+
+    The gate for serving through ONNX Runtime's TensorRT provider: check-parity --providers tensorrt must pass
+    with the options serving uses, the provider must have run, and the options it ran with must be the
+    ones asked for (trt_fp16 with its LayerNorm exclusion, the cache folder).
+    """
+    from climax_deploy.runtime.onnxruntime_backend import TENSORRT_PROVIDER, tensorrt_provider_options
+
+    if options is None or TENSORRT_PROVIDER not in choose_requested(options.providers):
+        return None
+    if TENSORRT_PROVIDER not in backend.get("providers_used", []):
+        return f"{TENSORRT_PROVIDER} was asked for but the session used {backend.get('providers_used')}"
+    ran = (backend.get("provider_options") or {}).get(TENSORRT_PROVIDER)
+    wanted = tensorrt_provider_options(options)
+    if ran != wanted:
+        return f"{TENSORRT_PROVIDER} ran with {ran}, expected {wanted}"
+    return None
+
+
+def choose_requested(providers: Any) -> list[str]:
+    """The provider names asked for ('tensorrt' -> TensorrtExecutionProvider), without checking availability."""
+    from climax_deploy.runtime.onnxruntime_backend import PROVIDER_ALIASES
+
+    names = [providers] if isinstance(providers, str) else list(providers)
+    return [PROVIDER_ALIASES.get(n.lower(), n) for n in names]
+
+
 BACKENDS: dict[str, str | None] = {
     "auto": None, "onnxruntime": ".onnx", "openvino": ".onnx", "tensorrt": ".engine", "torch": ".onnx",
 }  # fmt: skip
@@ -419,6 +447,8 @@ def format_report(report: ParityReport) -> str:
     ]
     if "providers_used" in report.backend:
         lines.append(f"providers: used {report.backend['providers_used']}, available {report.backend['providers_available']}")
+    for name, opts in (report.backend.get("provider_options") or {}).items():
+        lines.append(f"{name} options: " + ", ".join(f"{k}={v}" for k, v in sorted(opts.items())))
     p = report.precision
     w = max([34, *(len(r.case) for r in report.rows)])
     header = (f"{'case':<{w}} {'var':<5} {'max abs':>9} {'rel L2':>9} {'torch ' + p:>10} {'ratio':>6} "
