@@ -143,7 +143,7 @@ def _blocked_attention(
     per iteration; the queries (and the per-query bias input) are zero-padded to a whole number of
     blocks, the Loop's scan output is put back in order and the padding cut off.
 
-    Each iteration's scan output is [1, B, H, rows, Dh]: ONNX Runtime (and TensorRT) stack the T of them
+    Each iteration's scan output is [1, B, H, rows, Dh]: ONNX Runtime stacks the T of them
     into [T, 1, B, H, rows, Dh] as the spec says, onnx.reference concatenates them into [T, B, H, rows,
     Dh] (onnx/onnx#3122). Both hold the blocks in the same order, so one Reshape to [T, B, H, rows, Dh]
     gives every reader the same tensor, with no copy beyond the scan output itself."""
