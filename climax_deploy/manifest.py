@@ -181,7 +181,8 @@ class OnnxManifest:
     heads_per_chunk: int  # attention layout: heads computed together in each chunk
     versions: Mapping[str, str]
     created_utc: str
-    custom_op: tuple[str, str, int] = (CUSTOM_DOMAIN, CUSTOM_OP, CUSTOM_OP_VERSION)
+    # (domain, op, version) of the custom attention node; None: `--standard-ops`, no custom domain in the file
+    custom_op: tuple[str, str, int] | None = (CUSTOM_DOMAIN, CUSTOM_OP, CUSTOM_OP_VERSION)
     file: str = ""  # set by write_manifest, with the checksums
     sha256: str = ""
     external_data: Mapping[str, str] = field(default_factory=dict)  # {file name: sha256}
@@ -321,9 +322,10 @@ def to_json(manifest: Manifest) -> dict[str, Any]:
             "model": _model_json(manifest.model), **io_shapes(manifest),
             "versions": dict(manifest.versions), "created_utc": manifest.created_utc}  # fmt: skip
     if isinstance(manifest, OnnxManifest):
-        domain, name, version = manifest.custom_op
+        op = manifest.custom_op
+        custom_op = None if op is None else {"domain": op[0], "name": op[1], "version": op[2]}
         return {**head, "opset": manifest.opset, "heads_per_chunk": manifest.heads_per_chunk,
-                "custom_op": {"domain": domain, "name": name, "version": version},
+                "custom_op": custom_op,
                 "external_data": dict(manifest.external_data)}  # fmt: skip
     gpu = manifest.gpu
     return {
@@ -540,10 +542,10 @@ def from_json(obj: Any, source: str = "manifest") -> Manifest:
         sha256=f.str("sha256"),
     )
     if kind == ONNX_KIND:
-        op = f.sub("custom_op")
+        op = None if f.get("custom_op") is None else f.sub("custom_op")  # required; null: a --standard-ops export
         return OnnxManifest(**common, precision=precision, batch=_batch(f), opset=f.int("opset", 1),
                             heads_per_chunk=f.int("heads_per_chunk", 1),
-                            custom_op=(op.str("domain"), op.str("name"), op.int("version")),
+                            custom_op=None if op is None else (op.str("domain"), op.str("name"), op.int("version")),
                             external_data=f.file_names("external_data"))  # fmt: skip
     src, gpu = f.sub("source_onnx"), f.sub("gpu")
     return EngineManifest(

@@ -141,7 +141,12 @@ def _blocked_attention(
 ) -> list[onnx.NodeProto]:
     """Attention over query blocks in one Loop: `rows` = clip(block_elements // (B chunk N), 1, N) queries
     per iteration; the queries (and the per-query bias input) are zero-padded to a whole number of
-    blocks, the Loop's scan output [T, B, H, rows, Dh] is put back in order and the padding cut off."""
+    blocks, the Loop's scan output is put back in order and the padding cut off.
+
+    Each iteration's scan output is [1, B, H, rows, Dh]: ONNX Runtime stacks the T of them
+    into [T, 1, B, H, rows, Dh] as the spec says, onnx.reference concatenates them into [T, B, H, rows,
+    Dh] (onnx/onnx#3122). Both hold the blocks in the same order, so one Reshape to [T, B, H, rows, Dh]
+    gives every reader the same tensor, with no copy beyond the scan output itself."""
     n = helper.make_node
     i64 = TensorProto.INT64
     heads = layout.num_heads // layout.chunks
@@ -193,7 +198,8 @@ def _blocked_attention(
         body += bias.build(f"{b}per_query", f"{b}bias", b)
         bias_name = f"{b}bias"
     qs = _split_heads(b, f"{b}q", "q", layout, body)
-    body += _chunk_attention(b, qs, ks, vs, f"{b}out", bias_name)  # [B, H, rows, Dh]
+    body += _chunk_attention(b, qs, ks, vs, f"{b}block", bias_name)  # [B, H, rows, Dh]
+    body.append(n("Unsqueeze", [f"{b}block", f"{p}zero"], [f"{b}out"]))  # [1, B, H, rows, Dh]
     graph = helper.make_graph(
         body,
         f"{p}query_blocks",
@@ -204,8 +210,12 @@ def _blocked_attention(
     nodes += [
         # An explicit `cond` (rather than the optional empty input) keeps shape tools that index inputs working.
         n("Constant", [], [f"{p}always"], value=helper.make_tensor(f"{p}always", TensorProto.BOOL, [], [True])),
-        n("Loop", [f"{p}trips", f"{p}always"], [f"{p}blocks_out"], body=graph, name=f"{p}query_blocks"),  # [T, B, H, rows, Dh]
-        n("Transpose", [f"{p}blocks_out"], [f"{p}blocks_in_order"], perm=[1, 2, 0, 3, 4]),  # [B, H, T, rows, Dh]
+        # [T, 1, B, H, rows, Dh] (ONNX Runtime) or [T, B, H, rows, Dh] (onnx.reference): see the docstring
+        n("Loop", [f"{p}trips", f"{p}always"], [f"{p}blocks_out"], body=graph, name=f"{p}query_blocks"),
+        n("Constant", [], [f"{p}all_heads"], value=helper.make_tensor(f"{p}all_heads", i64, [1], [layout.num_heads])),
+        n("Concat", [f"{p}blocks", f"{p}batch", f"{p}all_heads", f"{p}rows", f"{p}head_dim"], [f"{p}blocks_shape"], axis=0),
+        n("Reshape", [f"{p}blocks_out", f"{p}blocks_shape"], [f"{p}blocks_stacked"]),  # [T, B, H, rows, Dh]
+        n("Transpose", [f"{p}blocks_stacked"], [f"{p}blocks_in_order"], perm=[1, 2, 0, 3, 4]),  # [B, H, T, rows, Dh]
         n("Constant", [], [f"{p}keep2"], value=helper.make_tensor(f"{p}keep2", i64, [3], [0, 0, -1])),
         n("Concat", [f"{p}keep2", f"{p}head_dim"], [f"{p}padded_shape"], axis=0),
         n("Reshape", [f"{p}blocks_in_order", f"{p}padded_shape"], [f"{p}out_padded"]),  # [B, H, T rows, Dh]

@@ -52,6 +52,10 @@ def build_parser() -> ArgParser:
     p.add_argument("--heads-per-chunk", type=int, default=0, metavar="K",
                    help="attention computed K heads at a time (fp32 default 1: the least memory for ONNX Runtime "
                         "on CPU); fp16 exports keep all heads in one chain for TensorRT")  # fmt: skip
+    p.add_argument("--standard-ops", action="store_true",
+                   help="standard ONNX ops only: every model-local function inlined, no climax domain left, for "
+                        "readers without ONNX functions (OpenVINO). The default keeps the custom nodes, which "
+                        "build-engine needs (TensorRT plugin, native attention)")  # fmt: skip
     p.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
     return p
 
@@ -63,7 +67,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from climax_deploy.progress import Progress
 
     options = ExportOptions(opset=args.opset or DEFAULT_OPSET, batch=BatchSpec.parse(args.batch),
-                            precision=args.precision, heads_per_chunk=args.heads_per_chunk)  # fmt: skip
+                            precision=args.precision, heads_per_chunk=args.heads_per_chunk,
+                            standard_ops=args.standard_ops)  # fmt: skip
     progress = Progress("export-onnx", enabled=not args.quiet)
     manifest = export_model(args.config or args.preset, args.output, options, seed=args.seed,
                             checkpoint=args.checkpoint, hparams=args.hparams, stats_file=args.stats,

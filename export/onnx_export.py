@@ -37,6 +37,7 @@ from climax_deploy.export.attention_layout import DEFAULT_BLOCK_ELEMENTS, Attent
 from climax_deploy.export.elevation_function import AttachElevationFunction
 from climax_deploy.export.passes import DEFAULT_OPSET, GraphPass, elevation_functions, elevation_nodes, run_passes
 from climax_deploy.export.shape_compat import shape_compat_passes
+from climax_deploy.export.standard_ops import InlineStandardOps
 from climax_deploy.export.wind_scan_function import AttachWindScanFunction
 from climax_deploy.manifest import (
     PRECISIONS,
@@ -52,6 +53,7 @@ from climax_deploy.progress import Progress
 from climax_deploy.schema import (
     CUSTOM_DOMAIN,
     CUSTOM_OP,
+    CUSTOM_OP_VERSION,
     INPUT_NAME,
     LEAD_TIMES_NAME,
     OUTPUT_NAME,
@@ -84,6 +86,9 @@ class ExportOptions:
     heads_per_chunk: int | None = 0  # 0: by precision (see attention_layout); None: all heads at once
     # (lat, lon) cell centres of the training grid, in the model's row/column order; None: the author's domain.
     coordinates: tuple[tuple[float, ...], tuple[float, ...]] | None = None
+    # Every model-local function inlined, no custom domain left (export/standard_ops.py): for readers
+    # without ONNX functions (OpenVINO). The default keeps the custom nodes (TensorRT plugin, build-engine).
+    standard_ops: bool = False
 
 
 @dataclass(frozen=True)
@@ -329,6 +334,9 @@ def export_onnx(
     with progress.stage(f"attaching the ElevationAttention function{fp16}"):
         proto = run_passes(proto, export_passes(layout, options.precision, model)).model
         check_contract(proto)
+    if options.standard_ops:
+        with progress.stage("inlining the functions (standard ONNX ops only)"):
+            proto = run_passes(proto, [InlineStandardOps()]).model
     manifest = OnnxManifest(
         precision=options.precision,
         batch=options.batch,
@@ -337,6 +345,7 @@ def export_onnx(
         heads_per_chunk=layout.num_heads // layout.chunks,
         versions=versions(),
         created_utc=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        custom_op=None if options.standard_ops else (CUSTOM_DOMAIN, CUSTOM_OP, CUSTOM_OP_VERSION),
     )
     set_metadata(proto, manifest)
     with progress.stage("checking and writing"), ArtifactWriter(output) as writer:

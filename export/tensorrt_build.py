@@ -87,6 +87,9 @@ def read_source(onnx_path: Path, options: BuildOptions) -> tuple[OnnxManifest, B
     """The export's manifest (its sha256 checked: the one time the ONNX file is hashed) and the engine's
     batch profile, `options.batch` resolved against the export's batch."""
     source = read_onnx_manifest(onnx_path)
+    if source.custom_op is None:
+        raise BadInputError(f"{onnx_path} was exported with --standard-ops (no ElevationAttention node); "
+                            "build engines from the default export")  # fmt: skip
     return source, engine_profile(options.batch, source.batch)
 
 

@@ -81,6 +81,18 @@ def heads_per_chunk_or(heads: int, chunk: int | None) -> int:
     return heads if chunk is None else chunk
 
 
+@pytest.mark.parametrize("n", [1, 65])
+def test_blocked_function_runs_alike_in_onnx_reference(n: int) -> None:
+    """onnx.reference concatenates a Loop's scan outputs where ONNX Runtime stacks them (onnx/onnx#3122):
+    with several blocks and a tail (n 65: 5 blocks of 16 rows) and with one, both give the same result."""
+    from onnx.reference import ReferenceEvaluator
+
+    model = function_model(AttentionLayout(4, 8, 2, 2 * 2 * 65 * 16))
+    feeds = feeds_for(2, 4, n, 8)
+    (got,) = ReferenceEvaluator(model).run(None, feeds)
+    np.testing.assert_allclose(got, run(model, feeds), atol=1e-6, rtol=0)
+
+
 def test_blocked_plain_attention_equals_unblocked() -> None:
     def model(layout: AttentionLayout) -> onnx.ModelProto:
         graph = helper.make_graph(
