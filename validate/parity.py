@@ -380,7 +380,8 @@ def tensorrt_route_problem(backend: dict[str, Any], options: Any) -> str | None:
     """
     from climax_deploy.runtime.onnxruntime_backend import TENSORRT_PROVIDER, tensorrt_provider_options
 
-    if options is None or TENSORRT_PROVIDER not in choose_requested(options.providers):
+    providers = getattr(options, "providers", None)  # OnnxRuntimeOptions only (OpenVINO's are a mapping)
+    if providers is None or TENSORRT_PROVIDER not in choose_requested(providers):
         return None
     if TENSORRT_PROVIDER not in backend.get("providers_used", []):
         return f"{TENSORRT_PROVIDER} was asked for but the session used {backend.get('providers_used')}"
