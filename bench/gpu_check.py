@@ -61,8 +61,8 @@ BUDGET_S = 480.0  # the whole check on one H100/H200: 8 minutes
 # a JIT/AOT compile per (dtype, head dim), a kernel case, a reference row, the benchmark, and per
 # TensorRT preset an fp16 export + GPU references, and per attention mode an engine build + parity.
 ESTIMATES = {
-    "compile": 8.0, "kernel_case": 0.5, "aot_case": 1.0, "reference": 20.0, "bench": 120.0,
-    "tensorrt_small_prepare": 30.0, "tensorrt_small_mode": 60.0,
+    "compile": 8.0, "kernel_case": 0.5, "aot_case": 1.0, "reference": 20.0, "bench": 90.0,
+    "tensorrt_small_prepare": 20.0, "tensorrt_small_mode": 40.0,
     "tensorrt_full_prepare": 120.0, "tensorrt_full_mode": 240.0,
 }  # fmt: skip
 
