@@ -11,8 +11,11 @@ Rows, each pass / FAIL / error / skip:
 - reference: the PyTorch reference's fused attention against its literal form, small preset, fp32
   and fp16, graded by check-parity's tolerance table against the float64 literal model;
 - bench: `climax-bench-attention --device cuda` (every variant must run);
+- aot: the TensorRT plugin's PTX launched with TensorRT's 22 arguments (cuda-python or CuPy) vs the JIT kernel;
 - tensorrt: where TensorRT imports, per preset and attention mode an fp16 engine is built, checked
-  with check-parity and timed (needs the export extra: torch, onnx).
+  with check-parity (references on the GPU, once per preset) and timed (needs the export extra).
+Rows are planned to fit --budget-s (default 480 s: 8 minutes on one H100/H200); what does not fit,
+or whose dependency is absent, is a skip row with the reason, printed before and after the run.
 A table goes to stdout and OUT/gpu_check.json. Exit 0 only when at least one row ran and every row
 that ran passed; 1 otherwise; 2 (one line on stderr) where no CUDA device is visible.
 """
