@@ -11,8 +11,11 @@ Rows, each pass / FAIL / error / skip:
 - reference: the PyTorch reference's fused attention against its literal form, small preset, fp32
   and fp16, graded by check-parity's tolerance table against the float64 literal model;
 - bench: `climax-bench-attention --device cuda` (every variant must run);
+- aot: the TensorRT plugin's PTX launched with TensorRT's 22 arguments (cuda-python or CuPy) vs the JIT kernel;
 - tensorrt: where TensorRT imports, per preset and attention mode an fp16 engine is built, checked
-  with check-parity and timed (needs the export extra: torch, onnx).
+  with check-parity (references on the GPU, once per preset) and timed (needs the export extra).
+Rows are planned to fit --budget-s (default 480 s: 8 minutes on one H100/H200); what does not fit,
+or whose dependency is absent, is a skip row with the reason, printed before and after the run.
 A table goes to stdout and OUT/gpu_check.json. Exit 0 only when at least one row ran and every row
 that ran passed; 1 otherwise; 2 (one line on stderr) where no CUDA device is visible.
 """
@@ -45,7 +48,7 @@ from climax_deploy.errors import MissingBackendError
 if TYPE_CHECKING:
     import torch
 
-GROUPS = ("kernel", "reference", "bench", "tensorrt")
+GROUPS = ("kernel", "aot", "reference", "bench", "tensorrt")
 SEQ_LENS = (1, 7, 65, 129, 8193)
 HEAD_DIMS = (64, 96, 128)
 DTYPES = ("float32", "float16", "bfloat16")
@@ -54,6 +57,17 @@ BETAS = (0.0, 3.0, 50.0)
 KERNEL_TOLERANCES = {"float32": (2e-5, 1e-5), "float16": (2e-3, 4e-3), "bfloat16": (2e-2, 3e-2)}
 LONG_SEQUENCE = 4096  # from here on a case runs with one batch and one head (the float64 reference is N x N)
 TENSORRT_MODES = ("inline", "native", "plugin")
+# The AOT PTX (what the TensorRT plugin embeds) launched with TensorRT's 22 arguments, vs the JIT kernel.
+AOT_CASES = (("float16", 96, 1000), ("float16", 128, 129), ("bfloat16", 64, 257), ("float32", 128, 65))
+BUDGET_S = 480.0  # the whole check on one H100/H200: 8 minutes
+# Planning estimates in seconds (not measured on a GPU: guesses to be replaced by a run's gpu_check.json):
+# a JIT/AOT compile per (dtype, head dim), a kernel case, a reference row, the benchmark, and per
+# TensorRT preset an fp16 export + GPU references, and per attention mode an engine build + parity.
+ESTIMATES = {
+    "compile": 8.0, "kernel_case": 0.5, "aot_case": 1.0, "reference": 20.0, "bench": 90.0,
+    "tensorrt_small_prepare": 20.0, "tensorrt_small_mode": 40.0,
+    "tensorrt_full_prepare": 120.0, "tensorrt_full_mode": 240.0,
+}  # fmt: skip
 
 
 @dataclass
@@ -172,6 +186,42 @@ def kernel_row(case: KernelCase, device: str, kernel: Callable[..., torch.Tensor
     return Row("kernel", case.name, status, detail, {"max_abs_err": float(err.max()), "worst_err_over_tol": ratio})
 
 
+# -- the AOT PTX with TensorRT's argument list --------------------------------------------------------
+
+_TRITON_TYPES = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}
+
+
+def aot_row(dtype: str, head_dim: int, seq_len: int, device: str, launcher: str | None = None) -> Row:
+    """The plugin's PTX (trt_plugin.compile_ptx) launched through the CUDA driver with TensorRT's 22
+    arguments (kernels/aot_launch.py), against the JIT kernel and the float64 bias form on the same inputs."""
+    import torch
+
+    from climax_deploy.kernels import aot_launch, elevation_attention, trt_plugin
+
+    case = KernelCase(seq_len, head_dim, dtype, 50.0)
+    q, k, v, e = kernel_inputs(case, device, seed=7)
+    beta = torch.tensor(case.beta, device=device)
+    compiled = trt_plugin.compile_ptx(_TRITON_TYPES[dtype], "fp32", "fp32", head_dim)
+    out = torch.empty_like(q)
+    ptrs = {"Q": q.data_ptr(), "K": k.data_ptr(), "V": v.data_ptr(), "E": e.data_ptr(), "BETA": beta.data_ptr(),
+            "OUT": out.data_ptr()}  # fmt: skip
+    packed = aot_launch.pack_launch(compiled, ptrs, tuple(q.shape))
+    used = aot_launch.launch(compiled, packed, torch.cuda.current_stream().cuda_stream, launcher)
+    jit = elevation_attention(q, k, v, e, beta)
+    ref = exact_attention(q, k, v, e, case.beta)  # float64 on the GPU
+    atol, rtol = KERNEL_TOLERANCES[dtype]
+    tol = atol + rtol * ref.abs()
+    aot_ratio = float(((out.double() - ref).abs() / tol).max())
+    jit_ratio = float(((jit.double() - ref).abs() / tol).max())
+    diff = float((out.double() - jit.double()).abs().max())
+    ok = bool(torch.isfinite(out).all()) and aot_ratio <= 1.0
+    detail = (f"via {used}: AOT worst err/tol {aot_ratio:.2f}, JIT {jit_ratio:.2f}, max |AOT - JIT| {diff:.2e}, "
+              f"grid {packed.grid} block {packed.block[0]} smem {packed.shared_mem}")  # fmt: skip
+    return Row("aot", f"N={seq_len} D={head_dim} {dtype} PTX, 22 args", "pass" if ok else "fail", detail,
+               {"launcher": used, "aot_worst_err_over_tol": aot_ratio, "jit_worst_err_over_tol": jit_ratio,
+                "max_abs_aot_minus_jit": diff})  # fmt: skip
+
+
 # -- PyTorch reference: fused vs literal ------------------------------------------------------------
 
 
@@ -233,52 +283,169 @@ def bench_row(**kwargs: Any) -> Row:
 # -- TensorRT (only where it imports) ---------------------------------------------------------------
 
 
-def tensorrt_rows(presets: Sequence[str], modes: Sequence[str], out: Path, runs: int = 20) -> list[Row]:
-    """Per preset: export fp16; per attention mode: build an engine, check parity, time predict() (batch 1)."""
-    import numpy as np
+class TensorRTPreset:
+    """One preset's fp16 export and its GPU references, made once and shared by its attention modes."""
 
-    from climax_deploy.export import ExportOptions, export_model
-    from climax_deploy.export.tensorrt_build import build_engine
-    from climax_deploy.manifest import BatchSpec, BuildOptions
-    from climax_deploy.synthetic import synthetic_sample
-    from climax_deploy.validate.parity import load_artifact, run_parity
-    from climax_deploy.validate.terrain import make_terrain
+    def __init__(self, preset: str, out: Path, reference_device: str) -> None:
+        self.preset, self.out, self.reference_device = preset, out, reference_device
+        self.references: dict[Any, Any] = {}  # run_parity's reference cache: float64 truth and fp16, on the GPU
+        self._export: Any = None
 
-    rows = []
-    out.mkdir(parents=True, exist_ok=True)
-    for preset in presets:
-        onnx_path = out / f"{preset}_fp16.onnx"
-        try:
-            record = export_model(preset, onnx_path, ExportOptions(precision="fp16"), seed=0).model
-        except Exception as exc:  # reported as the preset's one row; the next preset still runs
-            rows.append(Row("tensorrt", f"{preset} export fp16", "error", f"{type(exc).__name__}: {exc}"))
-            continue
+    def onnx(self) -> Path:
+        from climax_deploy.export import ExportOptions, export_model
+
+        path = self.out / f"{self.preset}_fp16.onnx"
+        if self._export is None:
+            self.out.mkdir(parents=True, exist_ok=True)
+            self._export = export_model(self.preset, path, ExportOptions(precision="fp16"), seed=0).model
+        return path
+
+    def row(self, mode: str, runs: int = 20) -> Row:
+        """Build an engine in `mode`, check parity (references computed once, on the GPU), time predict() (batch 1)."""
+        import numpy as np
+
+        from climax_deploy.export.tensorrt_build import build_engine
+        from climax_deploy.manifest import BatchSpec, BuildOptions
+        from climax_deploy.synthetic import synthetic_sample
+        from climax_deploy.validate.parity import load_artifact, run_parity
+        from climax_deploy.validate.terrain import make_terrain
+
+        onnx_path = self.onnx()
+        record = self._export
         x = synthetic_sample(record.variables, make_terrain("mountain", record.grid), 0, record.standardisation)[None]
         lead = np.full(1, 24.0, np.float32)
-        for mode in modes:
+        engine = onnx_path.with_name(f"{onnx_path.stem}.{mode}.engine")
+        options = BuildOptions(batch=BatchSpec(1, 1, 2), attention=mode, timing_cache=str(self.out / "timing.cache"))
+        manifest = build_engine(onnx_path, engine, options)
+        report = run_parity(engine, ("mountain", "flat"), reference_device=self.reference_device,
+                            reference_cache=self.references)  # fmt: skip
+        worst = max(r.metrics.rel_l2 / r.bound for r in report.rows)
+        with load_artifact(engine) as runner:
+            for _ in range(3):
+                runner.predict(x, lead)
+            times = []
+            for _ in range(runs):
+                start = time.perf_counter()
+                runner.predict(x, lead)  # host -> device -> host included
+                times.append((time.perf_counter() - start) * 1e3)
+        metrics = {"build_seconds": manifest.build_seconds, "worst_rel_l2_over_bound": worst,
+                   "median_ms": statistics.median(times)}  # fmt: skip
+        return Row("tensorrt", f"{self.preset} fp16 engine ({mode})", "pass" if report.passed else "fail",
+                   f"parity {'pass' if report.passed else 'FAIL'}, worst rel L2 / bound {worst:.2f}, "
+                   f"predict {metrics['median_ms']:.2f} ms", metrics)  # fmt: skip
 
-            def check(mode: str = mode, onnx_path: Path = onnx_path, preset: str = preset) -> Row:
-                engine = onnx_path.with_name(f"{onnx_path.stem}.{mode}.engine")
-                options = BuildOptions(batch=BatchSpec(1, 1, 2), attention=mode, timing_cache=str(out / "timing.cache"))
-                manifest = build_engine(onnx_path, engine, options)
-                report = run_parity(engine, ("mountain", "flat"))
-                worst = max(r.metrics.rel_l2 / r.bound for r in report.rows)
-                with load_artifact(engine) as runner:
-                    for _ in range(3):
-                        runner.predict(x, lead)
-                    times = []
-                    for _ in range(runs):
-                        start = time.perf_counter()
-                        runner.predict(x, lead)  # host -> device -> host included
-                        times.append((time.perf_counter() - start) * 1e3)
-                metrics = {"build_seconds": manifest.build_seconds, "worst_rel_l2_over_bound": worst,
-                           "median_ms": statistics.median(times)}  # fmt: skip
-                return Row("tensorrt", f"{preset} fp16 engine ({mode})", "pass" if report.passed else "fail",
-                           f"parity {'pass' if report.passed else 'FAIL'}, worst rel L2 / bound {worst:.2f}, "
-                           f"predict {metrics['median_ms']:.2f} ms", metrics)  # fmt: skip
 
-            rows.append(timed_row("tensorrt", f"{preset} fp16 engine ({mode})", check))
-    return rows
+# -- the plan: what runs within the budget, and what does not (with the reason) ----------------------
+
+
+@dataclass
+class PlannedRow:
+    """A check the plan keeps: its group, name, estimated seconds and the function that runs it."""
+
+    group: str
+    name: str
+    estimate_s: float
+    check: Callable[[], Row]
+
+
+@dataclass
+class Plan:
+    rows: list[PlannedRow]
+    skipped: list[Row]  # status "skip", each with its reason
+    budget_s: float
+
+    @property
+    def estimate_s(self) -> float:
+        return sum(r.estimate_s for r in self.rows)
+
+    def describe(self) -> str:
+        lines = [f"plan: {len(self.rows)} rows, estimated {self.estimate_s:.0f} s of the {self.budget_s:.0f} s budget"]
+        if self.skipped:
+            lines.append(f"not running ({len(self.skipped)}):")
+            lines += [f"  {r.group} {r.name}: {r.detail}" for r in self.skipped]
+        return "\n".join(lines)
+
+
+def missing_dependencies(device: str) -> dict[str, str]:
+    """Why a group cannot run here, by dependency: triton, launcher (cuda-python or CuPy), tensorrt."""
+    from climax_deploy.kernels import aot_launch
+    from climax_deploy.optional import TRITON
+
+    missing = {}
+    if not TRITON.available():
+        missing["triton"] = TRITON.missing_message()
+    if device != "cuda":
+        missing["launcher"] = f"the PTX needs a CUDA device (running on {device})"
+    else:
+        try:
+            aot_launch.available_launcher()
+        except MissingBackendError as exc:
+            missing["launcher"] = str(exc)
+    if not tensorrt_present():
+        missing["tensorrt"] = "TensorRT does not import here"
+    return missing
+
+
+def plan_checks(args: argparse.Namespace, device: str = "cuda", missing: dict[str, str] | None = None) -> Plan:
+    """Every row of the groups not skipped, in order, kept while its estimate fits the budget.
+
+    missing: why a dependency is absent (missing_dependencies(device) when not given). A row that does
+    not fit what is left of the budget is a skip row saying so; later, cheaper rows still run.
+    """
+    missing = missing_dependencies(device) if missing is None else missing
+    triton, launcher = missing.get("triton"), missing.get("launcher")
+    budget = float(args.budget_s)
+    est = ESTIMATES
+    candidates: list[PlannedRow] = []
+    skipped: list[Row] = []
+
+    if "kernel" not in args.skip:
+        if triton:
+            skipped.append(Row("kernel", "Triton kernel sweep", "skip", triton))
+        else:
+            seen: set[tuple[int, str]] = set()
+            for case in kernel_cases(args.seq_lens, args.head_dims, args.dtypes, args.betas):
+                first = (case.head_dim, case.dtype) not in seen
+                seen.add((case.head_dim, case.dtype))
+                cost = est["kernel_case"] + (est["compile"] if first else 0.0)
+                candidates.append(PlannedRow("kernel", case.name, cost, functools.partial(kernel_row, case, device)))
+    if "aot" not in args.skip:
+        if triton or launcher:
+            skipped.append(Row("aot", "AOT PTX with TensorRT's 22 arguments", "skip", triton or launcher or ""))
+        else:
+            for dtype, head_dim, n in AOT_CASES:
+                name = f"N={n} D={head_dim} {dtype} PTX, 22 args"
+                candidates.append(PlannedRow("aot", name, est["aot_case"] + est["compile"],
+                                             functools.partial(aot_row, dtype, head_dim, n, device)))  # fmt: skip
+    if "reference" not in args.skip:
+        for precision in ("fp32", "fp16"):
+            candidates.append(PlannedRow("reference", f"small {precision} fused vs literal", est["reference"],
+                                         functools.partial(reference_row, precision, device)))  # fmt: skip
+    if "bench" not in args.skip:
+        candidates.append(PlannedRow("bench", "climax-bench-attention --device cuda", est["bench"], bench_row))
+    if "tensorrt" not in args.skip:
+        if "tensorrt" in missing:
+            skipped.append(Row("tensorrt", "TensorRT engines", "skip", missing["tensorrt"]))
+        else:
+            for preset in args.presets:
+                group = TensorRTPreset(preset, args.out, device)
+                size = "full" if preset == "full" else "small"
+                for i, mode in enumerate(args.modes):
+                    cost = est[f"tensorrt_{size}_mode"] + (est[f"tensorrt_{size}_prepare"] if i == 0 else 0.0)
+                    candidates.append(PlannedRow("tensorrt", f"{preset} fp16 engine ({mode})", cost,
+                                                 functools.partial(group.row, mode)))  # fmt: skip
+
+    kept: list[PlannedRow] = []
+    left = budget
+    for row in candidates:
+        if row.estimate_s <= left:
+            kept.append(row)
+            left -= row.estimate_s
+        else:
+            skipped.append(Row(row.group, row.name, "skip",
+                               f"estimated {row.estimate_s:.0f} s, {left:.0f} s of the {budget:.0f} s budget left "
+                               "(--budget-s or --skip to change the plan)"))  # fmt: skip
+    return Plan(kept, skipped, budget)
 
 
 # -- the run ----------------------------------------------------------------------------------------
@@ -314,29 +481,22 @@ def tensorrt_present() -> bool:
     return TENSORRT.available()
 
 
-def run_checks(args: argparse.Namespace, device: str = "cuda") -> list[Row]:
-    """Every group not skipped, in order; a group whose dependency is absent is one skip row."""
+def run_checks(args: argparse.Namespace, device: str = "cuda", plan: Plan | None = None) -> list[Row]:
+    """The plan's rows in order, then its skip rows. A row whose estimate no longer fits the budget's
+    remaining wall time (earlier rows ran long) is skipped with that reason instead of run."""
+    plan = plan or plan_checks(args, device)
+    print(plan.describe(), flush=True)
+    start = time.perf_counter()
     rows: list[Row] = []
-    if "kernel" not in args.skip:
-        from climax_deploy.optional import TRITON
-
-        if TRITON.available():
-            for case in kernel_cases(args.seq_lens, args.head_dims, args.dtypes, args.betas):
-                rows.append(timed_row("kernel", case.name, functools.partial(kernel_row, case, device)))
-        else:
-            rows.append(Row("kernel", "Triton kernel sweep", "skip", TRITON.missing_message()))
-    if "reference" not in args.skip:
-        for precision in ("fp32", "fp16"):
-            check = functools.partial(reference_row, precision, device)
-            rows.append(timed_row("reference", f"small {precision} fused vs literal", check))
-    if "bench" not in args.skip:
-        rows.append(timed_row("bench", "climax-bench-attention --device cuda", bench_row))
-    if "tensorrt" not in args.skip:
-        if tensorrt_present():
-            rows += tensorrt_rows(args.presets, args.modes, args.out)
-        else:
-            rows.append(Row("tensorrt", "TensorRT engines", "skip", "TensorRT does not import here"))
-    return rows
+    late: list[Row] = []
+    for planned in plan.rows:
+        elapsed = time.perf_counter() - start
+        if elapsed + planned.estimate_s > plan.budget_s:
+            late.append(Row(planned.group, planned.name, "skip",
+                            f"budget spent: {elapsed:.0f} s elapsed, estimated {planned.estimate_s:.0f} s more"))  # fmt: skip
+            continue
+        rows.append(timed_row(planned.group, planned.name, planned.check))
+    return rows + plan.skipped + late
 
 
 def format_table(rows: Sequence[Row]) -> str:
@@ -364,6 +524,8 @@ def build_parser() -> ArgParser:
     p.add_argument("--head-dims", type=int, nargs="+", default=list(HEAD_DIMS), help="kernel sweep head dims")
     p.add_argument("--dtypes", nargs="+", choices=DTYPES, default=list(DTYPES), help="kernel sweep q/k/v dtypes")
     p.add_argument("--betas", type=float, nargs="+", default=list(BETAS), help="kernel sweep beta")
+    p.add_argument("--budget-s", type=float, default=BUDGET_S,
+                   help=f"wall-time budget; rows that would not fit are skipped and listed (default {BUDGET_S:.0f})")
     p.add_argument("--presets", nargs="+", default=["small", "full"], help="TensorRT rows: presets")
     p.add_argument("--modes", nargs="+", choices=TENSORRT_MODES, default=list(TENSORRT_MODES), help="TensorRT rows: attention modes")
     return p
@@ -378,6 +540,11 @@ def main(argv: Sequence[str] | None = None, device_check: Callable[[], dict[str,
     rows = run_checks(args, device)
     passed, summary = verdict(rows)
     print("\n" + format_table(rows))
+    not_run = [r for r in rows if not r.ran]
+    if not_run:
+        print(f"\nnot run ({len(not_run)}):")
+        for r in not_run:
+            print(f"  {r.group} {r.name}: {r.detail}")
     report = args.out / "gpu_check.json"
     write_report(report, environment, rows, passed, summary)
     print(f"\nwrote {report}; {summary}")

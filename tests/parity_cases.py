@@ -278,7 +278,8 @@ class ReferenceCache:
         real = parity.reference_outputs
 
         def cached(
-            manifest: Any, cases: Mapping[str, np.ndarray], lead: np.ndarray, precision: str, checkpoint: Any = None
+            manifest: Any, cases: Mapping[str, np.ndarray], lead: np.ndarray, precision: str, checkpoint: Any = None,
+            device: str = "cpu",
         ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
             record = manifest.model
             override = checkpoint and sha256_file(checkpoint)
@@ -290,7 +291,7 @@ class ReferenceCache:
             if missing:
                 model = parity.reference_from_manifest(manifest, checkpoint)
                 for p in missing:
-                    self._runs[key, p] = run_reference(model, cases, lead, p)
+                    self._runs[key, p] = run_reference(model, cases, lead, p, device)
             return self._runs[key, "fp64"], self._runs[key, precision]
 
         parity.reference_outputs = cached  # type: ignore[assignment]

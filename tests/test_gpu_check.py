@@ -54,14 +54,14 @@ def test_verdict(statuses: list[str], passed: bool) -> None:
 
 
 def test_nothing_ran_exits_non_zero(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert cpu_main(["--out", str(tmp_path), "--skip", "kernel", "reference", "bench", "tensorrt"]) == 1
+    assert cpu_main(["--out", str(tmp_path), "--skip", "kernel", "aot", "reference", "bench", "tensorrt"]) == 1
     out = capsys.readouterr().out
     assert "FAIL: no check ran" in out and "PASS" not in out
     assert json.loads((tmp_path / "gpu_check.json").read_text())["passed"] is False
 
 
 def test_kernel_rows_pass_and_json_is_written(tmp_path: Path) -> None:
-    assert cpu_main(["--out", str(tmp_path), *TINY_SWEEP, "--skip", "reference", "bench", "tensorrt"]) == 0
+    assert cpu_main(["--out", str(tmp_path), *TINY_SWEEP, "--skip", "aot", "reference", "bench", "tensorrt"]) == 0
     report = json.loads((tmp_path / "gpu_check.json").read_text())
     assert report["passed"] is True and report["environment"] == {"device": "cpu (test)"}
     (row,) = [r for r in report["rows"] if r["group"] == "kernel"]
@@ -79,7 +79,7 @@ def test_a_failing_kernel_fails_the_run(tmp_path: Path, monkeypatch: pytest.Monk
 
     monkeypatch.setattr(climax_deploy.kernels, "elevation_attention", no_bias)
     argv = ["--out", str(tmp_path), "--seq-lens", "65", "--head-dims", "64", "--dtypes", "float32", "--betas", "50"]
-    assert cpu_main([*argv, "--skip", "reference", "bench", "tensorrt"]) == 1
+    assert cpu_main([*argv, "--skip", "aot", "reference", "bench", "tensorrt"]) == 1
     report = json.loads((tmp_path / "gpu_check.json").read_text())
     assert report["passed"] is False and report["rows"][0]["status"] == "fail"
 
@@ -93,7 +93,7 @@ def test_an_exception_is_an_error_row_and_the_rest_run(tmp_path: Path, monkeypat
 
     monkeypatch.setattr(gpu_check, "kernel_row", broken)
     argv = ["--out", str(tmp_path), "--seq-lens", "1", "7", "--head-dims", "64", "--dtypes", "float32", "--betas", "3"]
-    assert cpu_main([*argv, "--skip", "reference", "bench", "tensorrt"]) == 1
+    assert cpu_main([*argv, "--skip", "aot", "reference", "bench", "tensorrt"]) == 1
     rows = json.loads((tmp_path / "gpu_check.json").read_text())["rows"]
     assert [r["status"] for r in rows] == ["error", "error"] and len(calls) == 2
     assert "illegal memory access" in rows[0]["detail"]

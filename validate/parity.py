@@ -235,6 +235,8 @@ def run_parity(
     precision: str | None = None,
     save_polygraphy: str | Path | None = None,
     winds: str = "synthetic",
+    reference_device: str = "cpu",
+    reference_cache: dict[Any, Any] | None = None,
 ) -> ParityReport:
     """Grade the artifact (run by the runtime) against the float64 PyTorch truth.
 
@@ -247,6 +249,9 @@ def run_parity(
     TensorRTOptions, or a mapping of their fields. save_polygraphy: a directory for Polygraphy's
     --load-inputs/--load-outputs (the outputs are the truth, rounded to float32). winds: the wind
     fields of every case (climax_deploy.synthetic.WIND_KINDS: the wind-following scan's edge cases).
+    reference_device: where the PyTorch references run ('cuda' on a GPU machine). reference_cache: a
+    dict the caller keeps for one model (same weights, preset and checkpoint): references already
+    computed there for the same cases and precision are reused (climax-gpu-check's attention modes).
     """
     from climax_deploy.validate.reference import SAME_PRECISION, TRUTH
 
@@ -270,7 +275,13 @@ def run_parity(
         mixed_batch = record.num_patches <= MIXED_BATCH_MAX_PATCHES
 
     with progress.stage(f"running the PyTorch reference (float64 truth, then {precision})"):
-        truth, same = reference_outputs(manifest, cases, lead, precision, checkpoint)
+        key = (precision, tuple(terrains), seed, lead_time, winds, str(checkpoint))
+        if reference_cache is not None and key in reference_cache:
+            truth, same = reference_cache[key]
+        else:
+            truth, same = reference_outputs(manifest, cases, lead, precision, checkpoint, device=reference_device)
+            if reference_cache is not None:
+                reference_cache[key] = (truth, same)
     if save_polygraphy is not None:
         from climax_deploy.validate.polygraphy_io import save_polygraphy_data
 
@@ -359,13 +370,14 @@ def reference_outputs(
     lead: np.ndarray,
     precision: str,
     checkpoint: str | Path | None = None,
+    device: str = "cpu",
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """(float64 truth, PyTorch in `precision`) on each case, float64 arrays; the weights are freed after."""
     from climax_deploy.validate.reference import run_reference
 
     model = reference_from_manifest(manifest, checkpoint)
-    same = run_reference(model, cases, lead, precision)
-    truth = run_reference(model, cases, lead, "fp64")
+    same = run_reference(model, cases, lead, precision, device)
+    truth = run_reference(model, cases, lead, "fp64", device)
     del model
     gc.collect()  # at full size the reference holds gigabytes the artifact's runner needs next
     return truth, same

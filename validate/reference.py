@@ -80,9 +80,11 @@ REFERENCE_BATCH = 4  # samples per forward: batching is 4-8x faster on CPU; 4 ke
 
 
 def run_reference(
-    model: ClimaX, cases: Mapping[str, np.ndarray], lead: np.ndarray, precision: str
+    model: ClimaX, cases: Mapping[str, np.ndarray], lead: np.ndarray, precision: str, device: str = "cpu"
 ) -> dict[str, np.ndarray]:
     """The model on each case [b, V, H, W] in `precision` ('fp64' truth, 'fp32', 'fp16', 'bf16'); float64 outputs.
+
+    device: where the model runs ('cuda': float64 on the GPU; the model is moved back to the CPU after).
 
     lead: one lead time for every sample, or one per sample of a single case. Cases run batched
     (REFERENCE_BATCH samples at a time).
@@ -94,11 +96,16 @@ def run_reference(
     lead = np.asarray(lead, dtype=np.float64).reshape(-1)
     leads = np.full(x.shape[0], lead[0]) if lead.size == 1 else lead.copy()
     chunks = []
-    with torch.inference_mode(), _precision(model, precision) as dtype:
-        for start in range(0, x.shape[0], REFERENCE_BATCH):
-            xs = torch.from_numpy(x[start : start + REFERENCE_BATCH]).to(dtype)
-            lt = torch.from_numpy(leads[start : start + REFERENCE_BATCH]).to(dtype)
-            chunks.append(model(xs, lt, attention="fused").double().numpy())
+    model.to(device)
+    try:
+        with torch.inference_mode(), _precision(model, precision) as dtype:
+            for start in range(0, x.shape[0], REFERENCE_BATCH):
+                xs = torch.from_numpy(x[start : start + REFERENCE_BATCH]).to(device, dtype)
+                lt = torch.from_numpy(leads[start : start + REFERENCE_BATCH]).to(device, dtype)
+                chunks.append(model(xs, lt, attention="fused").double().cpu().numpy())
+    finally:
+        if device != "cpu":
+            model.to("cpu")
     y = np.concatenate(chunks)
     bounds = np.cumsum([0, *sizes])
     return {label: y[bounds[i] : bounds[i + 1]] for i, label in enumerate(labels)}
