@@ -419,6 +419,21 @@ def check_writable(*paths: PathLike | None, folder_ok: bool = False) -> None:
         _probe(path, _nearest_existing(path.parent))
 
 
+def cache_folder(path: PathLike, what: str) -> Path:
+    """`path` as an absolute folder, created if missing, for a cache of `what`; BadInputError naming it if it
+    is a file, cannot be created or is not writable."""
+    folder = Path(path).expanduser().absolute()
+    if folder.exists() and not folder.is_dir():
+        raise BadInputError(f"{what} {folder} is a file; expected a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BadInputError(f"{what} {folder} cannot be created ({exc.strerror}); expected a writable folder") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise BadInputError(f"{what} {folder} is not writable; expected a writable folder")
+    return folder
+
+
 def check_writable_dir(*folders: PathLike | None) -> None:
     """BadInputError unless each folder exists writable or could be created."""
     for f in folders:

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from climax_deploy.artifacts import cache_folder
 from climax_deploy.errors import BadInputError, MissingBackendError, ModelFileError
 from climax_deploy.manifest import OnnxManifest, check_embedded, read_onnx_manifest
 from climax_deploy.optional import ONNXRUNTIME
@@ -106,16 +107,7 @@ def choose_providers(requested: str | tuple[str, ...] | list[str], available: li
 
 def tensorrt_cache_dir(path: str | os.PathLike[str]) -> Path:
     """The TensorRT cache folder as an absolute path, created if missing; BadInputError if it cannot be one."""
-    folder = Path(path).expanduser().absolute()
-    if folder.exists() and not folder.is_dir():
-        raise BadInputError(f"trt_cache_dir {folder} is a file; expected a folder for TensorRT's engine cache")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise BadInputError(f"trt_cache_dir {folder} cannot be created ({exc.strerror}); expected a writable folder") from None
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise BadInputError(f"trt_cache_dir {folder} is not writable; expected a folder TensorRT's engines can be saved in")
-    return folder
+    return cache_folder(path, "trt_cache_dir")
 
 
 def tensorrt_provider_options(options: OnnxRuntimeOptions) -> dict[str, str]:

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from climax_deploy.artifacts import cache_folder
 from climax_deploy.errors import BadInputError, MissingBackendError, ModelFileError
 from climax_deploy.manifest import OnnxManifest, read_onnx_manifest
 from climax_deploy.optional import ONNX_FOR_OPENVINO, OPENVINO
@@ -66,19 +67,6 @@ def ir_cache_path(manifest: OnnxManifest, cache_dir: str | os.PathLike[str] | No
     return folder / f"{manifest.sha256}-ov{ov_version.split('-')[0]}" / IR_NAME
 
 
-def _cache_folder(folder: Path) -> Path:
-    """`folder` created and writable, else BadInputError naming it."""
-    if folder.exists() and not folder.is_dir():
-        raise BadInputError(f"OpenVINO cache_dir {folder} is a file; expected a folder")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise BadInputError(f"OpenVINO cache_dir {folder} cannot be created ({exc.strerror}); expected a writable folder") from None
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise BadInputError(f"OpenVINO cache_dir {folder} is not writable; pass cache_dir= a writable folder")
-    return folder
-
-
 def build_ir(onnx_path: Path, ir: Path, ov: Any) -> None:
     """Inline the export's model-local functions, convert to OpenVINO IR (fp32 weights), save atomically."""
     ONNX_FOR_OPENVINO.load()  # MissingBackendError with the install line
@@ -86,7 +74,7 @@ def build_ir(onnx_path: Path, ir: Path, ov: Any) -> None:
     import onnx
     import onnx.inliner
 
-    parent = _cache_folder(ir.parent.parent)
+    parent = cache_folder(ir.parent.parent, "OpenVINO cache_dir")
     with tempfile.TemporaryDirectory(prefix=".building-", dir=parent) as tmp:
         model = onnx.load(str(onnx_path))  # external data beside the file is loaded too
         inlined = onnx.inliner.inline_local_functions(model)
