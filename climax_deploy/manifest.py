@@ -420,21 +420,21 @@ class _Fields:
         """A file the artifact consists of: a name relative to its folder (no '..', not absolute)."""
         value = self.str(key)
         if value:  # "" before write_manifest sets it
-            try:
-                check_relative_name(value, f"field {self._path(key)!r}")
-            except BadInputError as exc:
-                raise ModelFileError(f"{self.source}: {exc}") from None
+            self._relative_name(value, f"field {self._path(key)!r}")
         return value
 
     def file_names(self, key: str) -> dict[str, str]:
         """{file name: sha256} of files beside the artifact, each name checked like `file_name`."""
         value = self.str_map(key)
         for name in value:
-            try:
-                check_relative_name(name, f"field {self._path(key)!r} entry")
-            except BadInputError as exc:
-                raise ModelFileError(f"{self.source}: {exc}") from None
+            self._relative_name(name, f"field {self._path(key)!r} entry")
         return value
+
+    def _relative_name(self, name: str, what: str) -> None:
+        try:
+            check_relative_name(name, what)
+        except BadInputError as exc:
+            raise ModelFileError(f"{self.source}: {exc}") from None
 
     def str_map(self, key: str) -> dict[str, str]:
         value = self.obj.get(key) or {}

@@ -31,7 +31,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from climax_deploy.errors import ExportError
 from climax_deploy.export.passes import GraphPass, PassResult, elevation_functions, elevation_nodes
-from climax_deploy.schema import CUSTOM_DOMAIN, WIND_SCAN_OP
+from climax_deploy.export.wind_scan_function import is_wind_scan_node
 
 FLOAT = TensorProto.FLOAT
 FLOAT16 = TensorProto.FLOAT16
@@ -103,7 +103,7 @@ def elevation_island(model: onnx.ModelProto) -> set[int]:
 def wind_scan_island(model: onnx.ModelProto) -> set[int]:
     """Indices of the WindScanOrder node and of the nodes that compute its wind inputs: the order is
     decided by the last bit of a float32 angle, so the wind it averages stays float32."""
-    scan = {i for i, node in enumerate(model.graph.node) if node.domain == CUSTOM_DOMAIN and node.op_type == WIND_SCAN_OP}
+    scan = {i for i, node in enumerate(model.graph.node) if is_wind_scan_node(node)}
     return scan | _producers(model, [name for i in scan for name in model.graph.node[i].input])
 
 

@@ -187,8 +187,12 @@ def wind_scan_function(scan: WindScan, image: tuple[int, int], opset: int) -> on
     )
 
 
+def is_wind_scan_node(node: onnx.NodeProto) -> bool:
+    return node.domain == CUSTOM_DOMAIN and node.op_type == WIND_SCAN_OP
+
+
 def wind_scan_nodes_of(model: onnx.ModelProto) -> list[onnx.NodeProto]:
-    return [n for n in all_nodes(model.graph) if n.domain == CUSTOM_DOMAIN and n.op_type == WIND_SCAN_OP]
+    return [n for n in all_nodes(model.graph) if is_wind_scan_node(n)]
 
 
 def wind_scan_functions(model: onnx.ModelProto) -> list[onnx.FunctionProto]:

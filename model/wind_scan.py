@@ -23,6 +23,7 @@ Two exact implementations:
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 from dataclasses import dataclass
 
@@ -31,6 +32,7 @@ import torch
 from torch import nn
 
 from climax_deploy.errors import BadInputError
+from climax_deploy.schema import CUSTOM_DOMAIN, CUSTOM_OP_VERSION, WIND_SCAN_OP
 
 REGIONS = 32  # regions per side: 32 x 32 = 1024 regions
 WIND_CHANNELS = (0, 1)  # the author's u_var_idx, v_var_idx: the first two input channels
@@ -117,22 +119,19 @@ def candidate_angles(coords: tuple[tuple[float, float], ...]) -> set[float]:
 
 
 @functools.lru_cache(maxsize=8)
-def build_table(coords: tuple[tuple[float, float], ...], reverse: bool = False) -> ScanTable:
-    """The exact breakpoint table of `order_for_angle` (optionally each order reversed) over float32 angles."""
+def build_table(coords: tuple[tuple[float, float], ...]) -> ScanTable:
+    """The exact breakpoint table of `order_for_angle` over float32 angles."""
     order = functools.lru_cache(maxsize=None)(lambda a: order_for_angle(a, coords))
     lowest = float(np.float32(-math.pi))  # atan2's float32 range is [-pi_f32, pi_f32]
     breakpoints = set()
     for candidate in candidate_angles(coords):
         window = [v for v in _f32_steps(candidate, _NEIGHBOURS + 1) if lowest <= v <= -lowest]
-        for prev, value in zip(window, window[1:]):
+        for prev, value in itertools.pairwise(window):
             if order(prev) != order(value):
                 breakpoints.add(value)
     points = sorted(breakpoints)
     orders = [order(lowest)] + [order(p) for p in points]
-    table = np.asarray(orders, dtype=np.int64)
-    if reverse:
-        table = table[:, ::-1].copy()
-    return ScanTable(np.asarray(points, dtype=np.float32), table)
+    return ScanTable(np.asarray(points, dtype=np.float32), np.asarray(orders, dtype=np.int64))
 
 
 def region_blocks(field: torch.Tensor) -> torch.Tensor:
@@ -203,8 +202,6 @@ class WindScan(nn.Module):
 
     def onnx_token_order(self, x: torch.Tensor) -> torch.Tensor:
         """One `climax::WindScanOrder` node for torch.onnx.export; export/wind_scan_function.py gives its body."""
-        from climax_deploy.schema import CUSTOM_DOMAIN, CUSTOM_OP_VERSION, WIND_SCAN_OP
-
         u, v = self.winds(x)
         return torch.onnx.ops.symbolic(
             f"{CUSTOM_DOMAIN}::{WIND_SCAN_OP}",

@@ -26,7 +26,7 @@ from climax_deploy.artifacts import sha256_file
 from climax_deploy.model import ClimaX, build_model, normalise_elevations, patch_elevations
 from climax_deploy.model.config import PRESETS
 from climax_deploy.model.physics_attention import elevation_attention
-from climax_deploy.model.wind_scan import ScanTable, WindScan, build_table, local_coordinates
+from climax_deploy.model.wind_scan import ScanTable, WindScan, local_coordinates
 from climax_deploy.schema import MASK_FLOOR
 
 BETA_NAME = "blocks.0.attn.elevation_barrier_strength"
@@ -90,7 +90,8 @@ class _ReversedScan(WindScan):
         return np.ascontiguousarray(super().region_orders(angles)[..., ::-1])
 
     def table(self) -> ScanTable:
-        return build_table(self.coordinates(), reverse=True)
+        table = super().table()
+        return ScanTable(table.breakpoints, np.ascontiguousarray(table.orders[:, ::-1]))
 
 
 class _RegionNormScan(WindScan):

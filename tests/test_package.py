@@ -12,7 +12,6 @@ import tomllib
 import torch
 
 import climax_deploy
-import climax_deploy.bench as bench
 import climax_deploy.export as export
 import climax_deploy.model as model
 import climax_deploy.runtime as runtime

@@ -59,7 +59,10 @@ def _f32_neighbours(value: float, steps: int) -> list[float]:
 def test_edge_orders_follow_the_float64_projection() -> None:
     """Full grid (2 x 4 patches per region), local index i = (i // 4, i % 4)."""
     coords = tuple(local_coordinates((64, 128)))
-    f32 = lambda a: float(np.float32(a))  # noqa: E731 - the float32 angle, widened as the author's .item()
+
+    def f32(a: float) -> float:  # the float32 angle, widened as the author's .item()
+        return float(np.float32(a))
+
     assert order_for_angle(0.0, coords) == (0, 4, 1, 5, 2, 6, 3, 7)  # calm: ties keep local order, by column
     assert order_for_angle(f32(math.pi), coords) == (3, 7, 2, 6, 1, 5, 0, 4)  # easterly: sin(pi_f32) < 0
     assert order_for_angle(f32(-math.pi), coords) == (7, 3, 6, 2, 5, 1, 4, 0)
@@ -141,7 +144,7 @@ def test_exported_function_runs_in_onnx_reference() -> None:
     from onnx.reference import ReferenceEvaluator
 
     scan = WindScan((64, 64))
-    names, u, v = stack_cases(wind_cases((128, 128), seed=2))
+    _, u, v = stack_cases(wind_cases((128, 128), seed=2))
     got = ReferenceEvaluator(wind_scan_model(scan, (128, 128))).run(None, {"u": u[:6], "v": v[:6]})[0]
     np.testing.assert_array_equal(got, scan.token_order(_x(u[:6], v[:6])).numpy())
 
@@ -166,7 +169,7 @@ def test_graph_atan_is_the_c_librarys_atanf_to_the_bit() -> None:
 
 def test_literal_and_fused_attention_both_see_the_scan() -> None:
     model = build_model("small-wind", seed=0)
-    names, u, v = stack_cases(wind_cases((128, 128), seed=0))
+    _, u, v = stack_cases(wind_cases((128, 128), seed=0))
     x = torch.randn(2, 15, 128, 128)
     x[:, 0], x[:, 1] = torch.from_numpy(u[:2]), torch.from_numpy(v[:2])
     lead = torch.tensor([12.0, 48.0])

@@ -95,7 +95,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from climax_deploy.artifacts import check_outputs_distinct, check_writable, check_writable_dir, write_json_atomic
     from climax_deploy.progress import Progress
-    from climax_deploy.runtime import OnnxRuntimeOptions
     from climax_deploy.validate.parity import format_report, run_parity, tensorrt_route_problem
 
     # Before the long run: no output may overwrite an input, and every output must be writable.
